@@ -1,0 +1,632 @@
+//! TOML file plus command line to one validated [`Config`]. The command line wins.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use url::Url;
+
+use crate::secret::{Secret, SecretError, SecretSource};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("`{key}`: {message}")]
+    Invalid { key: String, message: String },
+    #[error("`{key}`: {source}")]
+    Secret { key: String, source: SecretError },
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+/// The configuration file as written. Every table denies unknown keys so typos fail at start.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FileConfig {
+    pub signalling: SignallingFile,
+    pub pipeline: PipelineFile,
+    pub ice: IceFile,
+    pub reconnect: ReconnectFile,
+    pub log: LogFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SignallingFile {
+    pub url: Option<String>,
+    pub session_id: Option<String>,
+    pub token: Option<SecretSource>,
+    /// `header` (default, `Authorization: Bearer …`) or `query` (`?token=…`).
+    pub token_in: Option<TokenPlacement>,
+    pub ca_file: Option<PathBuf>,
+    #[serde(with = "humantime_serde")]
+    pub answer_timeout: Option<Duration>,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Option<Duration>,
+    #[serde(with = "humantime_serde")]
+    pub ping_interval: Option<Duration>,
+    pub max_message_size: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenPlacement {
+    Header,
+    Query,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelineFile {
+    pub file: Option<PathBuf>,
+    pub webrtcbin: Option<String>,
+    pub data_channel: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IceFile {
+    pub servers: Vec<IceServerFile>,
+    pub transport_policy: Option<IcePolicy>,
+    pub local_addresses: Vec<IpAddr>,
+    #[serde(with = "humantime_serde")]
+    pub disconnected_timeout: Option<Duration>,
+}
+
+/// One ICE server in the shape browsers use (`RTCIceServer`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IceServerFile {
+    pub urls: OneOrMany,
+    pub username: Option<String>,
+    pub credential: Option<SecretSource>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum IcePolicy {
+    #[default]
+    All,
+    Relay,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReconnectFile {
+    #[serde(with = "humantime_serde")]
+    pub initial: Option<Duration>,
+    #[serde(with = "humantime_serde")]
+    pub max: Option<Duration>,
+    #[serde(with = "humantime_serde")]
+    pub reset_after: Option<Duration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogFile {
+    pub level: Option<String>,
+}
+
+/// Command-line options of the streaming job; each one overrides the file.
+#[derive(Debug, Default, Clone, clap::Args)]
+pub struct StreamArgs {
+    /// TOML configuration file (see README.md for every key).
+    #[arg(short, long, env = "AIRSYNC_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Signalling server, ws:// or wss:// [config: signalling.url].
+    #[arg(long)]
+    pub url: Option<String>,
+    /// Pipeline description file (gst-launch syntax) [config: pipeline.file].
+    #[arg(short, long)]
+    pub pipeline: Option<PathBuf>,
+    /// Fixed session id instead of a fresh UUID per session [config: signalling.session_id].
+    #[arg(long)]
+    pub session_id: Option<String>,
+    /// ICE servers as JSON in the browser's RTCIceServer shape, replacing the file's list, e.g.
+    /// '[{"urls":"stun:stun.example.org:3478"},{"urls":["turn:t.example.org:3478?transport=udp"],"username":"u","credential":"p"}]'
+    /// [config: ice.servers]. Prefer the config file (or a credential file) for credentials.
+    #[arg(long, value_name = "JSON")]
+    pub ice_servers: Option<String>,
+    /// ICE transport policy: all candidates, or relay (TURN) only [config: ice.transport_policy].
+    #[arg(long, value_enum)]
+    pub ice_transport_policy: Option<IcePolicy>,
+    /// Local address ICE may gather on; repeat for several. Pins ICE to these addresses only;
+    /// needed on loopback-only hosts [config: ice.local_addresses].
+    #[arg(long = "ice-address", value_name = "IP")]
+    pub ice_addresses: Vec<IpAddr>,
+    /// CA certificate (PEM) trusted for wss:// besides the system roots [config: signalling.ca_file].
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
+    /// File holding the signalling auth token [config: signalling.token].
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+    /// Where the token goes: an Authorization header or a `token` query parameter [config: signalling.token_in].
+    #[arg(long, value_enum)]
+    pub token_in: Option<TokenPlacement>,
+    /// Log level or tracing filter, e.g. `info` or `airsync_streamer=debug` [config: log.level].
+    #[arg(long, env = "AIRSYNC_LOG")]
+    pub log_level: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub signalling: SignallingConfig,
+    pub pipeline: PipelineConfig,
+    pub ice: IceConfig,
+    pub reconnect: ReconnectConfig,
+    pub log_level: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct SignallingConfig {
+    pub url: Url,
+    pub session_id: Option<String>,
+    pub token: Option<Secret>,
+    pub token_in: TokenPlacement,
+    pub ca_file: Option<PathBuf>,
+    pub answer_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub ping_interval: Duration,
+    pub max_message_size: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    pub file: PathBuf,
+    pub webrtcbin: String,
+    pub data_channel: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct IceConfig {
+    pub servers: Vec<IceServer>,
+    pub transport_policy: IcePolicy,
+    pub local_addresses: Vec<IpAddr>,
+    pub disconnected_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IceServer {
+    pub urls: Vec<Url>,
+    pub username: Option<String>,
+    pub credential: Option<Secret>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReconnectConfig {
+    pub initial: Duration,
+    pub max: Duration,
+    pub reset_after: Duration,
+}
+
+impl Default for ReconnectConfig {
+    fn default() -> Self {
+        ReconnectConfig {
+            initial: Duration::from_millis(500),
+            max: Duration::from_secs(30),
+            reset_after: Duration::from_secs(60),
+        }
+    }
+}
+
+pub const DEFAULT_PIPELINE: &str = "pipelines/camera.pipeline";
+pub const DEFAULT_WEBRTCBIN: &str = "webrtc";
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 1024 * 1024;
+
+impl FileConfig {
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text, path)
+    }
+
+    pub fn from_toml(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })
+    }
+}
+
+impl Config {
+    /// Reads the file named by `--config` (if any), applies the command line, validates.
+    pub fn load(args: &StreamArgs) -> Result<Config, ConfigError> {
+        let (file, base) = match &args.config {
+            Some(path) => (
+                FileConfig::from_file(path)?,
+                path.parent().map(Path::to_owned).unwrap_or_default(),
+            ),
+            None => (FileConfig::default(), PathBuf::new()),
+        };
+        Config::build(file, &base, args)
+    }
+
+    /// `base` is the config file's folder: relative paths in the file are read from there.
+    pub fn build(file: FileConfig, base: &Path, args: &StreamArgs) -> Result<Config, ConfigError> {
+        let url_text = args.url.clone().or(file.signalling.url).ok_or_else(|| {
+            invalid(
+                "signalling.url",
+                "no signalling server given: set it in the config file or pass --url ws://host:port/path",
+            )
+        })?;
+        let url = parse_signalling_url(&url_text)?;
+
+        let token = match (&args.token_file, file.signalling.token) {
+            (Some(path), _) => Some(SecretSource::File { file: path.clone() }),
+            (None, t) => t,
+        }
+        .map(|s| s.resolve())
+        .transpose()
+        .map_err(|source| ConfigError::Secret {
+            key: "signalling.token".into(),
+            source,
+        })?;
+
+        let ca_file = args
+            .ca_file
+            .clone()
+            .or_else(|| file.signalling.ca_file.map(|p| base.join(p)));
+        if let Some(ca) = &ca_file {
+            if !ca.is_file() {
+                return Err(invalid(
+                    "signalling.ca_file",
+                    format!("{} does not exist", ca.display()),
+                ));
+            }
+        }
+
+        let pipeline_file = match (&args.pipeline, file.pipeline.file) {
+            (Some(p), _) => p.clone(),
+            (None, Some(p)) => base.join(p),
+            (None, None) => PathBuf::from(DEFAULT_PIPELINE),
+        };
+        if !pipeline_file.is_file() {
+            return Err(invalid(
+                "pipeline.file",
+                format!(
+                    "pipeline description {} does not exist",
+                    pipeline_file.display()
+                ),
+            ));
+        }
+
+        let servers = match &args.ice_servers {
+            Some(json) => serde_json::from_str::<Vec<IceServerFile>>(json).map_err(|e| {
+                invalid(
+                    "--ice-servers",
+                    format!("not a JSON list of ICE servers: {e}"),
+                )
+            })?,
+            None => file.ice.servers,
+        };
+        let servers = servers
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| validate_ice_server(i, s))
+            .collect::<Result<Vec<_>, _>>()?;
+
+        let transport_policy = args
+            .ice_transport_policy
+            .or(file.ice.transport_policy)
+            .unwrap_or_default();
+        if transport_policy == IcePolicy::Relay
+            && !servers
+                .iter()
+                .flat_map(|s| &s.urls)
+                .any(|u| u.scheme().starts_with("turn"))
+        {
+            return Err(invalid(
+                "ice.transport_policy",
+                "`relay` needs at least one turn: or turns: server in ice.servers",
+            ));
+        }
+
+        let local_addresses = if args.ice_addresses.is_empty() {
+            file.ice.local_addresses
+        } else {
+            args.ice_addresses.clone()
+        };
+
+        let defaults = ReconnectConfig::default();
+        let reconnect = ReconnectConfig {
+            initial: file.reconnect.initial.unwrap_or(defaults.initial),
+            max: file.reconnect.max.unwrap_or(defaults.max),
+            reset_after: file.reconnect.reset_after.unwrap_or(defaults.reset_after),
+        };
+        if reconnect.initial.is_zero() || reconnect.max < reconnect.initial {
+            return Err(invalid(
+                "reconnect",
+                "need 0 < reconnect.initial <= reconnect.max",
+            ));
+        }
+
+        let max_message_size = file
+            .signalling
+            .max_message_size
+            .unwrap_or(DEFAULT_MAX_MESSAGE_SIZE);
+        if max_message_size < 16 * 1024 {
+            return Err(invalid(
+                "signalling.max_message_size",
+                "must be at least 16384 bytes: an SDP offer does not fit in less",
+            ));
+        }
+
+        Ok(Config {
+            signalling: SignallingConfig {
+                url,
+                session_id: args.session_id.clone().or(file.signalling.session_id),
+                token,
+                token_in: args
+                    .token_in
+                    .or(file.signalling.token_in)
+                    .unwrap_or(TokenPlacement::Header),
+                ca_file,
+                answer_timeout: file
+                    .signalling
+                    .answer_timeout
+                    .unwrap_or(Duration::from_secs(15)),
+                connect_timeout: file
+                    .signalling
+                    .connect_timeout
+                    .unwrap_or(Duration::from_secs(10)),
+                ping_interval: file
+                    .signalling
+                    .ping_interval
+                    .unwrap_or(Duration::from_secs(10)),
+                max_message_size,
+            },
+            pipeline: PipelineConfig {
+                file: pipeline_file,
+                webrtcbin: file
+                    .pipeline
+                    .webrtcbin
+                    .unwrap_or_else(|| DEFAULT_WEBRTCBIN.into()),
+                data_channel: file
+                    .pipeline
+                    .data_channel
+                    .unwrap_or_else(|| "airsync".into()),
+            },
+            ice: IceConfig {
+                servers,
+                transport_policy,
+                local_addresses,
+                disconnected_timeout: file
+                    .ice
+                    .disconnected_timeout
+                    .unwrap_or(Duration::from_secs(10)),
+            },
+            reconnect,
+            log_level: args
+                .log_level
+                .clone()
+                .or(file.log.level)
+                .unwrap_or_else(|| "info".into()),
+        })
+    }
+}
+
+fn parse_signalling_url(text: &str) -> Result<Url, ConfigError> {
+    let url = Url::parse(text).map_err(|e| {
+        invalid(
+            "signalling.url",
+            format!("`{text}` is not a URL ({e}); expected ws://host:port/path or wss://…"),
+        )
+    })?;
+    match url.scheme() {
+        "ws" | "wss" if url.host().is_some() => Ok(url),
+        "ws" | "wss" => Err(invalid("signalling.url", format!("`{text}` has no host"))),
+        other => Err(invalid(
+            "signalling.url",
+            format!("scheme `{other}` is not supported; use ws:// or wss://"),
+        )),
+    }
+}
+
+fn validate_ice_server(index: usize, s: IceServerFile) -> Result<IceServer, ConfigError> {
+    let key = format!("ice.servers[{index}]");
+    let credential = s
+        .credential
+        .map(|c| c.resolve())
+        .transpose()
+        .map_err(|source| ConfigError::Secret {
+            key: format!("{key}.credential"),
+            source,
+        })?;
+    let urls = s.urls.into_vec();
+    if urls.is_empty() {
+        return Err(invalid(format!("{key}.urls"), "no URL given"));
+    }
+    let mut parsed = Vec::new();
+    for u in urls {
+        let url = Url::parse(&u).map_err(|e| {
+            invalid(
+                format!("{key}.urls"),
+                format!("`{u}` is not an ICE server URL ({e})"),
+            )
+        })?;
+        match url.scheme() {
+            "stun" | "stuns" => {}
+            "turn" | "turns" => {
+                if s.username.is_none() || credential.is_none() {
+                    return Err(invalid(
+                        key.clone(),
+                        format!("`{u}` is a TURN server: `username` and `credential` are required"),
+                    ));
+                }
+            }
+            other => {
+                return Err(invalid(
+                    format!("{key}.urls"),
+                    format!("scheme `{other}` in `{u}`: expected stun:, stuns:, turn: or turns:"),
+                ))
+            }
+        }
+        // A cannot-be-a-base URL like `stun:host:3478` keeps host:port in its path.
+        if url.path().is_empty() && url.host().is_none() {
+            return Err(invalid(format!("{key}.urls"), format!("`{u}` has no host")));
+        }
+        parsed.push(url);
+    }
+    Ok(IceServer {
+        urls: parsed,
+        username: s.username,
+        credential,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pipeline_args() -> StreamArgs {
+        StreamArgs {
+            pipeline: Some(PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/pipelines/test.pipeline"
+            ))),
+            ..Default::default()
+        }
+    }
+
+    fn build(toml_text: &str, args: &StreamArgs) -> Result<Config, ConfigError> {
+        let file = FileConfig::from_toml(toml_text, Path::new("test.toml"))?;
+        Config::build(file, Path::new("."), args)
+    }
+
+    #[test]
+    fn full_file_parses_and_command_line_wins() {
+        let text = r#"
+            [signalling]
+            url = "wss://signal.example.org/box"
+            answer_timeout = "20s"
+            [pipeline]
+            webrtcbin = "sendrecv"
+            [ice]
+            transport_policy = "relay"
+            local_addresses = ["127.0.0.1", "::1"]
+            [[ice.servers]]
+            urls = "stun:stun.example.org:3478"
+            [[ice.servers]]
+            urls = ["turn:turn.example.org:3478?transport=udp", "turns:turn.example.org:5349?transport=tcp"]
+            username = "box"
+            credential = "p@ss:word"
+            [reconnect]
+            initial = "250ms"
+            [log]
+            level = "debug"
+        "#;
+        let cfg = build(text, &pipeline_args()).unwrap();
+        assert_eq!(cfg.signalling.url.as_str(), "wss://signal.example.org/box");
+        assert_eq!(cfg.signalling.answer_timeout, Duration::from_secs(20));
+        assert_eq!(cfg.pipeline.webrtcbin, "sendrecv");
+        assert_eq!(cfg.ice.transport_policy, IcePolicy::Relay);
+        assert_eq!(cfg.ice.servers.len(), 2);
+        assert_eq!(cfg.ice.servers[1].urls.len(), 2);
+        assert_eq!(cfg.ice.local_addresses.len(), 2);
+        assert_eq!(cfg.reconnect.initial, Duration::from_millis(250));
+        assert_eq!(cfg.log_level, "debug");
+        assert!(!format!("{cfg:?}").contains("p@ss:word"));
+
+        let mut args = pipeline_args();
+        args.url = Some("ws://127.0.0.1:9/x".into());
+        args.ice_transport_policy = Some(IcePolicy::All);
+        args.log_level = Some("warn".into());
+        let cfg = build(text, &args).unwrap();
+        assert_eq!(cfg.signalling.url.as_str(), "ws://127.0.0.1:9/x");
+        assert_eq!(cfg.ice.transport_policy, IcePolicy::All);
+        assert_eq!(cfg.log_level, "warn");
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases = [
+            ("[signalling]\nurl = \"ws://h/\"\ntypo = 1", "typo"),
+            ("[signalling]\nurl = \"http://h/\"", "signalling.url"),
+            ("[signalling]\nurl = \"not a url\"", "signalling.url"),
+            ("", "signalling.url"),
+            (
+                "[signalling]\nurl = \"ws://h/\"\n[[ice.servers]]\nurls = \"turn:t:3478\"",
+                "ice.servers[0]",
+            ),
+            (
+                "[signalling]\nurl = \"ws://h/\"\n[[ice.servers]]\nurls = \"http://t\"",
+                "ice.servers[0].urls",
+            ),
+            (
+                "[signalling]\nurl = \"ws://h/\"\n[ice]\ntransport_policy = \"relay\"",
+                "ice.transport_policy",
+            ),
+            (
+                "[signalling]\nurl = \"ws://h/\"\n[ice]\nlocal_addresses = [\"localhost\"]",
+                "local_addresses",
+            ),
+            (
+                "[signalling]\nurl = \"ws://h/\"\n[[ice.servers]]\nurls = \"turn:t:3478\"\nusername = \"u\"\ncredential = { file = \"/nonexistent/turn\" }",
+                "ice.servers[0].credential",
+            ),
+        ];
+        for (text, key) in cases {
+            let err = build(text, &pipeline_args()).unwrap_err().to_string();
+            assert!(err.contains(key), "`{err}` does not name `{key}`");
+        }
+    }
+
+    #[test]
+    fn missing_pipeline_file_is_named() {
+        let args = StreamArgs {
+            url: Some("ws://127.0.0.1:1/".into()),
+            pipeline: Some("/nonexistent/x.pipeline".into()),
+            ..Default::default()
+        };
+        let err = Config::build(FileConfig::default(), Path::new("."), &args)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("/nonexistent/x.pipeline"), "{err}");
+    }
+
+    #[test]
+    fn ice_servers_from_command_line_json() {
+        let mut args = pipeline_args();
+        args.url = Some("ws://127.0.0.1:1/".into());
+        args.ice_servers = Some(
+            r#"[{"urls":["turn:127.0.0.1:3478?transport=udp"],"username":"u","credential":"c"}]"#
+                .into(),
+        );
+        let cfg = Config::build(FileConfig::default(), Path::new("."), &args).unwrap();
+        assert_eq!(cfg.ice.servers[0].username.as_deref(), Some("u"));
+        assert_eq!(
+            cfg.ice.servers[0].credential.as_ref().unwrap().expose(),
+            "c"
+        );
+    }
+}

@@ -1,0 +1,504 @@
+//! One negotiation: one sessionId, one pipeline, one socket. A single `select!` loop owns all
+//! of the session's state; it is the only caller of webrtcbin actions and the only writer to
+//! the socket, so candidates keep their order.
+
+use std::path::Path;
+use std::time::Duration;
+
+use futures::StreamExt;
+use gst::prelude::*;
+use gst_sdp::SDPMessage;
+use gst_webrtc::{WebRTCICEConnectionState, WebRTCPeerConnectionState, WebRTCSDPType};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::config::Config;
+use crate::media::{self, candidate, sdp, MediaError, MediaEvent, PipelineGuard, WebRtc};
+use crate::protocol::{self, Envelope, Signal};
+use crate::secret::mask_sdp;
+use crate::signalling::{self, Incoming, SignallingError, SignallingHandle};
+
+/// Where a session is, for logs, systemd STATUS and tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Phase {
+    Starting,
+    Connecting,
+    Negotiating { session_id: String },
+    Streaming { session_id: String },
+    Stopped,
+}
+
+/// How many remote candidates are kept while the answer has not come: past this the peer is
+/// flooding, and the extra ones are dropped.
+const MAX_PENDING_CANDIDATES: usize = 512;
+/// How long a stopping session waits for EOS to drain before forcing the pipeline down.
+const EOS_GRACE: Duration = Duration::from_millis(700);
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error(transparent)]
+    Media(#[from] MediaError),
+    #[error(transparent)]
+    Signalling(#[from] SignallingError),
+    #[error("signalling socket closed: {0}")]
+    SocketClosed(String),
+    #[error("no answer within {0:?}")]
+    AnswerTimeout(Duration),
+    #[error("the server's answer is unusable: {0}")]
+    BadAnswer(String),
+    #[error("peer connection failed")]
+    PeerFailed,
+    #[error("peer connection disconnected for over {0:?}")]
+    PeerDisconnected(Duration),
+    #[error("the peer closed the session ({0})")]
+    PeerClosed(String),
+    #[error("pipeline error from `{element}`: {message}")]
+    Pipeline { element: String, message: String },
+    #[error("the pipeline ended (EOS)")]
+    Eos,
+}
+
+/// What a session that ended cleanly (asked to stop) reports.
+#[derive(Debug)]
+pub struct Summary {
+    pub session_id: String,
+    /// How long media flowed (connection state `connected`), if it did.
+    pub streamed: Option<Duration>,
+}
+
+/// A session that ended on a fault: why, and how long it had streamed before.
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+pub struct Failure {
+    pub error: SessionError,
+    pub streamed: Option<Duration>,
+}
+
+/// Runs one session until shutdown (Ok) or a fault (Err). Everything it created is dropped,
+/// and the pipeline set to `Null`, before it returns.
+pub async fn run(
+    cfg: &Config,
+    session_id: String,
+    shutdown: CancellationToken,
+    phase: &watch::Sender<Phase>,
+) -> Result<Summary, Failure> {
+    let mut session = match Session::start(cfg, session_id, phase).await {
+        Ok(s) => s,
+        Err(error) => {
+            return Err(Failure {
+                error,
+                streamed: None,
+            })
+        }
+    };
+    let result = session.run(&shutdown, phase).await;
+    let streamed = session.connected_at.map(|t| t.elapsed());
+    session.stop(result.is_ok()).await;
+    match result {
+        Ok(()) => Ok(Summary {
+            session_id: session.session_id,
+            streamed,
+        }),
+        Err(error) => Err(Failure { error, streamed }),
+    }
+}
+
+struct Session<'a> {
+    cfg: &'a Config,
+    session_id: String,
+    guard: Option<PipelineGuard>,
+    webrtc: WebRtc,
+    channel: gst_webrtc::WebRTCDataChannel,
+    events: mpsc::UnboundedReceiver<MediaEvent>,
+    signalling: Option<SignallingHandle>,
+    offer: Option<SDPMessage>,
+    answered: bool,
+    pending_candidates: Vec<(u32, String)>,
+    offer_sent_at: Option<Instant>,
+    connected_at: Option<Instant>,
+    disconnected_since: Option<Instant>,
+}
+
+/// Builds the pipeline and webrtcbin set-up for one session, not yet playing.
+pub fn build_media(
+    cfg: &Config,
+    tx: &mpsc::UnboundedSender<MediaEvent>,
+) -> Result<(PipelineGuard, WebRtc, gst_webrtc::WebRTCDataChannel), MediaError> {
+    let path: &Path = &cfg.pipeline.file;
+    let pipeline = media::pipeline::load(path)?;
+    let guard = PipelineGuard::new(pipeline);
+    media::pipeline::check_devices(guard.pipeline())?;
+    let bin = media::pipeline::find_webrtcbin(guard.pipeline(), &cfg.pipeline.webrtcbin, path)?;
+    let webrtc = WebRtc::new(bin);
+    webrtc.configure_ice(&cfg.ice)?;
+    webrtc.configure_sender()?;
+    webrtc.connect_signals(tx);
+    let channel = webrtc.create_data_channel(&cfg.pipeline.data_channel, tx)?;
+    Ok((guard, webrtc, channel))
+}
+
+impl<'a> Session<'a> {
+    async fn start(
+        cfg: &'a Config,
+        session_id: String,
+        phase: &watch::Sender<Phase>,
+    ) -> Result<Session<'a>, SessionError> {
+        phase.send_replace(Phase::Starting);
+        let (tx, events) = mpsc::unbounded_channel();
+        let (guard, webrtc, channel) = build_media(cfg, &tx)?;
+        phase.send_replace(Phase::Connecting);
+        let signalling = signalling::connect(&cfg.signalling).await?;
+        phase.send_replace(Phase::Negotiating {
+            session_id: session_id.clone(),
+        });
+        if let Err(e) = guard.pipeline().set_state(gst::State::Playing) {
+            let detail = first_bus_error(guard.pipeline())
+                .map(|(element, message)| format!("`{element}`: {message}"))
+                .unwrap_or_else(|| e.to_string());
+            return Err(MediaError::StateChange(detail).into());
+        }
+        Ok(Session {
+            cfg,
+            session_id,
+            guard: Some(guard),
+            webrtc,
+            channel,
+            events,
+            signalling: Some(signalling),
+            offer: None,
+            answered: false,
+            pending_candidates: Vec::new(),
+            offer_sent_at: None,
+            connected_at: None,
+            disconnected_since: None,
+        })
+    }
+
+    async fn run(
+        &mut self,
+        shutdown: &CancellationToken,
+        phase: &watch::Sender<Phase>,
+    ) -> Result<(), SessionError> {
+        let bus = self
+            .guard
+            .as_ref()
+            .and_then(|g| g.pipeline().bus())
+            .expect("a pipeline has a bus");
+        let mut bus_messages = bus.stream();
+        loop {
+            let answer_deadline = self
+                .offer_sent_at
+                .filter(|_| !self.answered)
+                .map(|t| t + self.cfg.signalling.answer_timeout);
+            let disconnect_deadline = self
+                .disconnected_since
+                .map(|t| t + self.cfg.ice.disconnected_timeout);
+            let signalling = self
+                .signalling
+                .as_mut()
+                .expect("open until the session ends");
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                Some(event) = self.events.recv() => self.on_media_event(event, phase).await?,
+                incoming = signalling.inbound.recv() => match incoming {
+                    Some(Incoming::Message(envelope)) => self.handle_envelope(envelope).await?,
+                    Some(Incoming::Closed(reason)) => return Err(SessionError::SocketClosed(reason)),
+                    None => return Err(SessionError::SocketClosed("socket task ended".into())),
+                },
+                Some(msg) = bus_messages.next() => self.on_bus_message(&msg)?,
+                _ = sleep_until(answer_deadline) => {
+                    return Err(SessionError::AnswerTimeout(self.cfg.signalling.answer_timeout));
+                }
+                _ = sleep_until(disconnect_deadline) => {
+                    return Err(SessionError::PeerDisconnected(self.cfg.ice.disconnected_timeout));
+                }
+            }
+        }
+    }
+
+    async fn send(&mut self, signal: Signal) -> Result<(), SessionError> {
+        let envelope = Envelope {
+            session_id: self.session_id.clone(),
+            signal,
+        };
+        let handle = self
+            .signalling
+            .as_ref()
+            .expect("open until the session ends");
+        handle
+            .outbound
+            .send(envelope)
+            .await
+            .map_err(|_| SessionError::SocketClosed("socket task ended".into()))
+    }
+
+    async fn on_media_event(
+        &mut self,
+        event: MediaEvent,
+        phase: &watch::Sender<Phase>,
+    ) -> Result<(), SessionError> {
+        match event {
+            MediaEvent::NegotiationNeeded => self.on_negotiation_needed().await?,
+            MediaEvent::LocalCandidate { mline, candidate } => {
+                let sdp_mid = self.offer.as_ref().and_then(|o| sdp::mid_of(o, mline));
+                debug!(mline, kind = %candidate_kind(&candidate), "local candidate");
+                self.send(Signal::Candidate {
+                    candidate,
+                    sdp_mid,
+                    sdp_mline_index: Some(mline),
+                })
+                .await?;
+            }
+            MediaEvent::IceGatheringState(state) => {
+                info!(?state, "ICE gathering");
+                if state == gst_webrtc::WebRTCICEGatheringState::Complete {
+                    self.send(Signal::EndOfCandidates).await?;
+                }
+            }
+            MediaEvent::IceConnectionState(state) => {
+                info!(?state, "ICE connection");
+                if state == WebRTCICEConnectionState::Failed {
+                    return Err(SessionError::PeerFailed);
+                }
+            }
+            MediaEvent::ConnectionState(state) => {
+                info!(?state, "peer connection");
+                match state {
+                    WebRTCPeerConnectionState::Connected => {
+                        self.disconnected_since = None;
+                        if self.connected_at.is_none() {
+                            self.connected_at = Some(Instant::now());
+                            phase.send_replace(Phase::Streaming {
+                                session_id: self.session_id.clone(),
+                            });
+                            match self.webrtc.selected_pair().await {
+                                Some(pair) => info!(%pair, "selected candidate pair"),
+                                None => info!("selected candidate pair not in stats yet"),
+                            }
+                        }
+                    }
+                    WebRTCPeerConnectionState::Disconnected => {
+                        self.disconnected_since.get_or_insert_with(Instant::now);
+                    }
+                    WebRTCPeerConnectionState::Failed => return Err(SessionError::PeerFailed),
+                    WebRTCPeerConnectionState::Closed => {
+                        return Err(SessionError::PeerClosed("connection closed".into()))
+                    }
+                    _ => {}
+                }
+            }
+            MediaEvent::DataChannelOpen => {
+                info!(label = %self.cfg.pipeline.data_channel, "data channel open");
+                let hello = protocol::data_channel_hello(&self.session_id);
+                if let Err(e) = self.channel.send_string_full(Some(&hello)) {
+                    warn!(error = %e, "could not send on the data channel");
+                }
+            }
+            MediaEvent::DataChannelMessage(text) => {
+                info!(bytes = text.len(), message = %truncate(&text, 200), "data channel message");
+            }
+            MediaEvent::DataChannelClosed => info!("data channel closed"),
+            MediaEvent::DataChannelError(e) => warn!(error = %e, "data channel error"),
+            MediaEvent::RemoteDataChannel(_) => {
+                debug!("ignoring a data channel opened by the server");
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_negotiation_needed(&mut self) -> Result<(), SessionError> {
+        if self.offer.is_some() {
+            // The protocol has no renegotiation: one offer per session.
+            debug!("negotiation-needed after the offer; ignored");
+            return Ok(());
+        }
+        let mut offer = self.webrtc.create_offer().await?;
+        sdp::shape_offer(&mut offer).map_err(MediaError::from)?;
+        self.webrtc
+            .set_local(WebRTCSDPType::Offer, offer.clone())
+            .await?;
+        let text = offer
+            .as_text()
+            .map_err(|e| MediaError::webrtc("offer", e))?;
+        debug!(sdp = %mask_sdp(&text), "local offer");
+        self.offer = Some(offer);
+        self.send(Signal::Offer { sdp: text }).await?;
+        self.offer_sent_at = Some(Instant::now());
+        info!("offer sent");
+        Ok(())
+    }
+
+    /// Peer input: anything wrong with it is logged here and dropped, or ends the session.
+    async fn handle_envelope(&mut self, envelope: Envelope) -> Result<(), SessionError> {
+        if envelope.session_id != self.session_id {
+            warn!(got = %envelope.session_id, "dropped a message for another session");
+            return Ok(());
+        }
+        match envelope.signal {
+            Signal::Answer { sdp } => self.handle_answer(&sdp).await,
+            Signal::Candidate {
+                candidate,
+                sdp_mid,
+                sdp_mline_index,
+            } => {
+                self.handle_candidate(candidate, sdp_mid, sdp_mline_index);
+                Ok(())
+            }
+            Signal::EndOfCandidates => {
+                debug!("server: end of candidates");
+                Ok(())
+            }
+            Signal::Offer { .. } => {
+                warn!("dropped an offer from the server: the box is always the offerer");
+                Ok(())
+            }
+        }
+    }
+
+    async fn handle_answer(&mut self, text: &str) -> Result<(), SessionError> {
+        if self.answered {
+            warn!("dropped a second answer: renegotiation is not part of the protocol");
+            return Ok(());
+        }
+        let Some(offer) = &self.offer else {
+            warn!("dropped an answer that came before our offer");
+            return Ok(());
+        };
+        let answer = sdp::parse(text).map_err(|e| SessionError::BadAnswer(e.to_string()))?;
+        sdp::check_answer(offer, &answer).map_err(|e| SessionError::BadAnswer(e.to_string()))?;
+        debug!(sdp = %mask_sdp(text), "remote answer");
+        self.webrtc
+            .set_remote(WebRTCSDPType::Answer, answer)
+            .await
+            .map_err(|e| SessionError::BadAnswer(e.to_string()))?;
+        self.answered = true;
+        info!(codecs = ?self.webrtc.remote_description().map(|d| sdp::codecs(&d)), "answer applied");
+        for (mline, c) in std::mem::take(&mut self.pending_candidates) {
+            self.webrtc.add_ice_candidate(mline, &c);
+        }
+        Ok(())
+    }
+
+    fn handle_candidate(&mut self, c: String, sdp_mid: Option<String>, mline: Option<u32>) {
+        let kind = match candidate::parse(&c) {
+            Ok(parsed) => parsed.kind,
+            Err(e) => {
+                warn!(reason = %e, "dropped a remote candidate");
+                return;
+            }
+        };
+        let mline = mline.or_else(|| {
+            let mid = sdp_mid.as_deref()?;
+            self.offer.as_ref().and_then(|o| sdp::mline_of(o, mid))
+        });
+        let Some(mline) = mline else {
+            warn!(
+                ?sdp_mid,
+                "dropped a remote candidate naming no known m-line"
+            );
+            return;
+        };
+        if mline >= 3 {
+            warn!(
+                mline,
+                "dropped a remote candidate for an m-line the offer does not have"
+            );
+            return;
+        }
+        debug!(mline, %kind, "remote candidate");
+        // With max-bundle every m-line shares the first one's transport (INTEROP.md point 13).
+        if self.answered {
+            self.webrtc.add_ice_candidate(0, &c);
+        } else if self.pending_candidates.len() < MAX_PENDING_CANDIDATES {
+            self.pending_candidates.push((0, c));
+        } else {
+            warn!("dropped a remote candidate: too many before the answer");
+        }
+    }
+
+    fn on_bus_message(&mut self, msg: &gst::Message) -> Result<(), SessionError> {
+        use gst::MessageView;
+        match msg.view() {
+            MessageView::Error(err) => {
+                let element = msg
+                    .src()
+                    .map(|s| s.path_string().to_string())
+                    .unwrap_or_default();
+                let message = err.error().to_string();
+                // A peer that goes away shows up as an SCTP error (INTEROP.md point 10).
+                if element.contains("sctp") {
+                    return Err(SessionError::PeerClosed(message));
+                }
+                let details = err.debug().map(|d| d.to_string()).unwrap_or_default();
+                debug!(%element, %details, "pipeline error details");
+                Err(SessionError::Pipeline { element, message })
+            }
+            MessageView::Warning(w) => {
+                let element = msg.src().map(|s| s.name().to_string()).unwrap_or_default();
+                warn!(%element, warning = %w.error(), "pipeline warning");
+                Ok(())
+            }
+            MessageView::Eos(_) => Err(SessionError::Eos),
+            _ => Ok(()),
+        }
+    }
+
+    /// Tears the session down: EOS first when stopping on request, so encoders flush, then the
+    /// pipeline to `Null`, then the socket closed with a close frame.
+    async fn stop(&mut self, graceful: bool) {
+        if let Some(guard) = self.guard.take() {
+            if graceful {
+                let pipeline = guard.pipeline().clone();
+                pipeline.send_event(gst::event::Eos::new());
+                if let Some(bus) = pipeline.bus() {
+                    let waited = tokio::task::spawn_blocking(move || {
+                        bus.timed_pop_filtered(
+                            gst::ClockTime::from_mseconds(EOS_GRACE.as_millis() as u64),
+                            &[gst::MessageType::Eos, gst::MessageType::Error],
+                        )
+                    });
+                    let _ = waited.await;
+                }
+            }
+            drop(guard);
+        }
+        if let Some(handle) = self.signalling.take() {
+            handle.close(Duration::from_millis(800)).await;
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn candidate_kind(c: &str) -> String {
+    candidate::parse(c)
+        .map(|p| p.kind.to_string())
+        .unwrap_or_else(|_| "?".into())
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+/// The first error already posted on the bus, for a state change that failed at once.
+fn first_bus_error(pipeline: &gst::Pipeline) -> Option<(String, String)> {
+    let bus = pipeline.bus()?;
+    let msg = bus.pop_filtered(&[gst::MessageType::Error])?;
+    let gst::MessageView::Error(err) = msg.view() else {
+        return None;
+    };
+    Some((
+        msg.src().map(|s| s.name().to_string()).unwrap_or_default(),
+        err.error().to_string(),
+    ))
+}
