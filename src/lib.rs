@@ -2,8 +2,10 @@
 
 pub mod config;
 pub mod media;
+pub mod metrics;
 pub mod protocol;
 pub mod secret;
+pub mod server;
 pub mod session;
 pub mod signalling;
 pub mod supervisor;

@@ -2,11 +2,11 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use tokio::sync::watch;
+use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use airsync_streamer::config::{Config, StreamArgs};
-use airsync_streamer::session::Phase;
+use airsync_streamer::metrics::Status;
 use airsync_streamer::{media, supervisor};
 
 /// Streams a camera and a microphone to a WebRTC server through GStreamer's webrtcbin.
@@ -62,14 +62,14 @@ fn run_stream(cfg: Config) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
         let shutdown = CancellationToken::new();
-        let (phase, _) = watch::channel(Phase::Starting);
+        let status = Arc::new(Status::default());
         let signals = shutdown.clone();
         tokio::spawn(async move {
             let _ = tokio::signal::ctrl_c().await;
             tracing::info!("stopping");
             signals.cancel();
         });
-        supervisor::run(&cfg, shutdown, phase).await;
+        supervisor::run(&cfg, shutdown, status).await;
     });
     Ok(())
 }

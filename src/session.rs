@@ -9,13 +9,14 @@ use futures::StreamExt;
 use gst::prelude::*;
 use gst_sdp::SDPMessage;
 use gst_webrtc::{WebRTCICEConnectionState, WebRTCPeerConnectionState, WebRTCSDPType};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::config::Config;
 use crate::media::{self, candidate, sdp, MediaError, MediaEvent, PipelineGuard, WebRtc};
+use crate::metrics::{Counters, Status};
 use crate::protocol::{self, Envelope, Signal};
 use crate::secret::mask_sdp;
 use crate::signalling::{self, Incoming, SignallingError, SignallingHandle};
@@ -82,9 +83,9 @@ pub async fn run(
     cfg: &Config,
     session_id: String,
     shutdown: CancellationToken,
-    phase: &watch::Sender<Phase>,
+    status: &Status,
 ) -> Result<Summary, Failure> {
-    let mut session = match Session::start(cfg, session_id, phase).await {
+    let mut session = match Session::start(cfg, session_id, status).await {
         Ok(s) => s,
         Err(error) => {
             return Err(Failure {
@@ -93,7 +94,7 @@ pub async fn run(
             })
         }
     };
-    let result = session.run(&shutdown, phase).await;
+    let result = session.run(&shutdown).await;
     let streamed = session.connected_at.map(|t| t.elapsed());
     session.stop(result.is_ok()).await;
     match result {
@@ -107,6 +108,7 @@ pub async fn run(
 
 struct Session<'a> {
     cfg: &'a Config,
+    status: &'a Status,
     session_id: String,
     guard: Option<PipelineGuard>,
     webrtc: WebRtc,
@@ -135,6 +137,13 @@ pub fn build_media(
     webrtc.configure_ice(&cfg.ice)?;
     webrtc.configure_sender()?;
     webrtc.connect_signals(tx);
+    // webrtcbin refuses data channels while NULL ("closed"), and they must exist before PLAYING.
+    if let Err(e) = guard.pipeline().set_state(gst::State::Ready) {
+        let detail = first_bus_error(guard.pipeline())
+            .map(|(element, message)| format!("`{element}`: {message}"))
+            .unwrap_or_else(|| e.to_string());
+        return Err(MediaError::StateChange(detail));
+    }
     let channel = webrtc.create_data_channel(&cfg.pipeline.data_channel, tx)?;
     Ok((guard, webrtc, channel))
 }
@@ -143,14 +152,15 @@ impl<'a> Session<'a> {
     async fn start(
         cfg: &'a Config,
         session_id: String,
-        phase: &watch::Sender<Phase>,
+        status: &'a Status,
     ) -> Result<Session<'a>, SessionError> {
-        phase.send_replace(Phase::Starting);
+        Counters::bump(&status.counters.sessions_started);
+        status.set_phase(Phase::Starting);
         let (tx, events) = mpsc::unbounded_channel();
         let (guard, webrtc, channel) = build_media(cfg, &tx)?;
-        phase.send_replace(Phase::Connecting);
+        status.set_phase(Phase::Connecting);
         let signalling = signalling::connect(&cfg.signalling).await?;
-        phase.send_replace(Phase::Negotiating {
+        status.set_phase(Phase::Negotiating {
             session_id: session_id.clone(),
         });
         if let Err(e) = guard.pipeline().set_state(gst::State::Playing) {
@@ -161,6 +171,7 @@ impl<'a> Session<'a> {
         }
         Ok(Session {
             cfg,
+            status,
             session_id,
             guard: Some(guard),
             webrtc,
@@ -176,11 +187,7 @@ impl<'a> Session<'a> {
         })
     }
 
-    async fn run(
-        &mut self,
-        shutdown: &CancellationToken,
-        phase: &watch::Sender<Phase>,
-    ) -> Result<(), SessionError> {
+    async fn run(&mut self, shutdown: &CancellationToken) -> Result<(), SessionError> {
         let bus = self
             .guard
             .as_ref()
@@ -201,7 +208,7 @@ impl<'a> Session<'a> {
                 .expect("open until the session ends");
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
-                Some(event) = self.events.recv() => self.on_media_event(event, phase).await?,
+                Some(event) = self.events.recv() => self.on_media_event(event).await?,
                 incoming = signalling.inbound.recv() => match incoming {
                     Some(Incoming::Message(envelope)) => self.handle_envelope(envelope).await?,
                     Some(Incoming::Closed(reason)) => return Err(SessionError::SocketClosed(reason)),
@@ -234,11 +241,7 @@ impl<'a> Session<'a> {
             .map_err(|_| SessionError::SocketClosed("socket task ended".into()))
     }
 
-    async fn on_media_event(
-        &mut self,
-        event: MediaEvent,
-        phase: &watch::Sender<Phase>,
-    ) -> Result<(), SessionError> {
+    async fn on_media_event(&mut self, event: MediaEvent) -> Result<(), SessionError> {
         match event {
             MediaEvent::NegotiationNeeded => self.on_negotiation_needed().await?,
             MediaEvent::LocalCandidate { mline, candidate } => {
@@ -250,6 +253,7 @@ impl<'a> Session<'a> {
                     sdp_mline_index: Some(mline),
                 })
                 .await?;
+                Counters::bump(&self.status.counters.local_candidates_sent);
             }
             MediaEvent::IceGatheringState(state) => {
                 info!(?state, "ICE gathering");
@@ -270,7 +274,8 @@ impl<'a> Session<'a> {
                         self.disconnected_since = None;
                         if self.connected_at.is_none() {
                             self.connected_at = Some(Instant::now());
-                            phase.send_replace(Phase::Streaming {
+                            Counters::bump(&self.status.counters.sessions_streamed);
+                            self.status.set_phase(Phase::Streaming {
                                 session_id: self.session_id.clone(),
                             });
                             match self.webrtc.selected_pair().await {
@@ -297,6 +302,7 @@ impl<'a> Session<'a> {
                 }
             }
             MediaEvent::DataChannelMessage(text) => {
+                Counters::bump(&self.status.counters.data_channel_messages_received);
                 info!(bytes = text.len(), message = %truncate(&text, 200), "data channel message");
             }
             MediaEvent::DataChannelClosed => info!("data channel closed"),
@@ -315,6 +321,9 @@ impl<'a> Session<'a> {
             return Ok(());
         }
         let mut offer = self.webrtc.create_offer().await?;
+        if let Ok(raw) = offer.as_text() {
+            debug!(sdp = %mask_sdp(&raw), "webrtcbin's offer, before shaping");
+        }
         sdp::shape_offer(&mut offer).map_err(MediaError::from)?;
         self.webrtc
             .set_local(WebRTCSDPType::Offer, offer.clone())
@@ -326,6 +335,7 @@ impl<'a> Session<'a> {
         self.offer = Some(offer);
         self.send(Signal::Offer { sdp: text }).await?;
         self.offer_sent_at = Some(Instant::now());
+        Counters::bump(&self.status.counters.offers_sent);
         info!("offer sent");
         Ok(())
     }
@@ -333,6 +343,7 @@ impl<'a> Session<'a> {
     /// Peer input: anything wrong with it is logged here and dropped, or ends the session.
     async fn handle_envelope(&mut self, envelope: Envelope) -> Result<(), SessionError> {
         if envelope.session_id != self.session_id {
+            Counters::bump(&self.status.counters.remote_messages_dropped);
             warn!(got = %envelope.session_id, "dropped a message for another session");
             return Ok(());
         }
@@ -374,6 +385,7 @@ impl<'a> Session<'a> {
             .await
             .map_err(|e| SessionError::BadAnswer(e.to_string()))?;
         self.answered = true;
+        Counters::bump(&self.status.counters.answers_applied);
         info!(codecs = ?self.webrtc.remote_description().map(|d| sdp::codecs(&d)), "answer applied");
         for (mline, c) in std::mem::take(&mut self.pending_candidates) {
             self.webrtc.add_ice_candidate(mline, &c);
@@ -409,6 +421,7 @@ impl<'a> Session<'a> {
         }
         debug!(mline, %kind, "remote candidate");
         // With max-bundle every m-line shares the first one's transport (INTEROP.md point 13).
+        Counters::bump(&self.status.counters.remote_candidates_added);
         if self.answered {
             self.webrtc.add_ice_candidate(0, &c);
         } else if self.pending_candidates.len() < MAX_PENDING_CANDIDATES {

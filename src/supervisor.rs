@@ -3,11 +3,12 @@
 use std::time::Duration;
 
 use rand::Rng;
-use tokio::sync::watch;
+use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn, Instrument};
 
 use crate::config::{Config, ReconnectConfig};
+use crate::metrics::{Counters, Status};
 use crate::session::{self, Phase, SessionError};
 
 /// Capped exponential back-off with jitter, reset after a session that streamed long enough.
@@ -39,7 +40,7 @@ impl Backoff {
 }
 
 /// Runs sessions until `shutdown` is cancelled. Returns only then.
-pub async fn run(cfg: &Config, shutdown: CancellationToken, phase: watch::Sender<Phase>) {
+pub async fn run(cfg: &Config, shutdown: CancellationToken, status: Arc<Status>) {
     let mut backoff = Backoff::new(cfg.reconnect);
     let mut attempt: u64 = 0;
     while !shutdown.is_cancelled() {
@@ -50,7 +51,7 @@ pub async fn run(cfg: &Config, shutdown: CancellationToken, phase: watch::Sender
             .clone()
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let span = tracing::info_span!("session", session_id = %session_id, attempt);
-        let result = session::run(cfg, session_id, shutdown.clone(), &phase)
+        let result = session::run(cfg, session_id, shutdown.clone(), &status)
             .instrument(span.clone())
             .await;
         let streamed = match result {
@@ -59,6 +60,7 @@ pub async fn run(cfg: &Config, shutdown: CancellationToken, phase: watch::Sender
                 break;
             }
             Err(failure) => {
+                Counters::bump(&status.counters.sessions_failed);
                 span.in_scope(|| match &failure.error {
                     SessionError::Media(e) => error!(reason = %e, "session failed"),
                     e => warn!(reason = %e, streamed = ?failure.streamed, "session ended"),
@@ -73,7 +75,7 @@ pub async fn run(cfg: &Config, shutdown: CancellationToken, phase: watch::Sender
             _ = tokio::time::sleep(delay) => {}
         }
     }
-    phase.send_replace(Phase::Stopped);
+    status.set_phase(Phase::Stopped);
 }
 
 #[cfg(test)]

@@ -106,6 +106,8 @@ fn shape_audio(media: &mut SDPMediaRef) -> Result<(), OfferError> {
     {
         return Err(OfferError::AudioRtx);
     }
+    // webrtcbin writes `OPUS/48000/2`; the seed (and RFC 7587) spell it in lower case.
+    set_attribute(media, "rtpmap", Some(OPUS_PT), "opus/48000/2");
     set_attribute(media, "fmtp", Some(OPUS_PT), OPUS_FMTP);
     ensure_attribute(media, "rtcp-fb", &format!("{OPUS_PT} transport-cc"));
     Ok(())
@@ -127,7 +129,8 @@ fn has_codec(media: &SDPMediaRef, pt: &str, rtpmap: &str) -> bool {
         && media.attributes().any(|a| {
             a.key() == "rtpmap"
                 && a.value()
-                    .is_some_and(|v| v.strip_prefix(pt).map(str::trim) == Some(rtpmap))
+                    .and_then(|v| v.strip_prefix(pt))
+                    .is_some_and(|v| v.trim().eq_ignore_ascii_case(rtpmap))
         })
 }
 

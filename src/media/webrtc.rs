@@ -112,6 +112,8 @@ impl WebRtc {
         let t = tx.clone();
         self.bin.connect("on-data-channel", false, move |args| {
             if let Ok(channel) = args[1].get::<WebRTCDataChannel>() {
+                // Connected here, not later: the first message may follow right behind.
+                connect_data_channel(&channel, &t);
                 let _ = t.send(MediaEvent::RemoteDataChannel(channel));
             }
             None
@@ -290,7 +292,14 @@ impl WebRtc {
     /// `local-type → remote-type (local-addr ↔ remote-addr)` of the pair ICE selected, from
     /// the stats of the nominated, succeeded candidate pair.
     pub async fn selected_pair(&self) -> Option<String> {
-        let stats = self.stats().await.ok()?;
+        let stats = match self.stats().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(error = %e, "no stats");
+                return None;
+            }
+        };
+        tracing::trace!(%stats, "webrtcbin stats");
         let entries: Vec<gst::Structure> = stats
             .iter()
             .filter_map(|(_, v)| v.get::<gst::Structure>().ok())
@@ -310,15 +319,15 @@ impl WebRtc {
                 c.get::<u32>("port").unwrap_or_default()
             )
         };
-        entries
+        // The transport names the selected pair; 1.22 labels candidate stats' `type` the wrong
+        // way round, so candidates are found by the pair's ids only.
+        let pair_id = entries
             .iter()
-            .filter(|s| s.name() == "application/x-webrtc-stats")
-            .filter(|s| s.get::<String>("local-candidate-id").is_ok())
-            .find_map(|pair| {
-                let local = find(&pair.get::<String>("local-candidate-id").ok()?)?;
-                let remote = find(&pair.get::<String>("remote-candidate-id").ok()?)?;
-                Some(format!("{} <-> {}", describe(local), describe(remote)))
-            })
+            .find_map(|s| s.get::<String>("selected-candidate-pair-id").ok())?;
+        let pair = find(&pair_id)?;
+        let local = find(&pair.get::<String>("local-candidate-id").ok()?)?;
+        let remote = find(&pair.get::<String>("remote-candidate-id").ok()?)?;
+        Some(format!("{} <-> {}", describe(local), describe(remote)))
     }
 }
 

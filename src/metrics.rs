@@ -1,0 +1,53 @@
+//! Counters and the current phase of the box. The rest of the code only bumps them; systemd
+//! STATUS, logs and tests read them.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::sync::watch;
+
+use crate::session::Phase;
+
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub sessions_started: AtomicU64,
+    pub sessions_failed: AtomicU64,
+    pub sessions_streamed: AtomicU64,
+    pub offers_sent: AtomicU64,
+    pub answers_applied: AtomicU64,
+    pub local_candidates_sent: AtomicU64,
+    pub remote_candidates_added: AtomicU64,
+    pub remote_messages_dropped: AtomicU64,
+    pub data_channel_messages_received: AtomicU64,
+}
+
+impl Counters {
+    pub fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+/// Shared by the supervisor, its sessions and whoever watches them.
+#[derive(Debug)]
+pub struct Status {
+    pub phase: watch::Sender<Phase>,
+    pub counters: Counters,
+}
+
+impl Default for Status {
+    fn default() -> Self {
+        Status {
+            phase: watch::Sender::new(Phase::Starting),
+            counters: Counters::default(),
+        }
+    }
+}
+
+impl Status {
+    pub fn set_phase(&self, phase: Phase) {
+        self.phase.send_replace(phase);
+    }
+}

@@ -1,0 +1,177 @@
+//! Test support: a real WebSocket server on 127.0.0.1 speaking the server side of the
+//! protocol, with a real receiving webrtcbin (the answerer) behind each connection.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_tungstenite::tungstenite::Message;
+use futures::StreamExt;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+use airsync_streamer::config::{Config, FileConfig, IceConfig, StreamArgs};
+use airsync_streamer::protocol::{self, Envelope};
+use airsync_streamer::server::answerer::{self, Answerer, ReceivedMedia};
+
+pub const LOOPBACK: &str = "127.0.0.1";
+
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TEST_LOG")
+                .unwrap_or_else(|_| "airsync_streamer=info".into()),
+        )
+        .with_test_writer()
+        .with_ansi(false)
+        .try_init();
+}
+
+pub fn repo_path(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+/// ICE pinned to loopback (INTEROP.md point 1): no packet of a test leaves 127.0.0.1.
+pub fn loopback_ice() -> IceConfig {
+    IceConfig {
+        local_addresses: vec![LOOPBACK.parse().unwrap()],
+        disconnected_timeout: Duration::from_secs(5),
+        ..Default::default()
+    }
+}
+
+/// The box's configuration for a test: the test pipeline, ICE on loopback.
+pub fn box_config(url: &str) -> Config {
+    box_config_with(url, |_| {})
+}
+
+pub fn box_config_with(url: &str, tweak: impl FnOnce(&mut StreamArgs)) -> Config {
+    let mut args = StreamArgs {
+        url: Some(url.to_owned()),
+        pipeline: Some(repo_path("pipelines/test.pipeline")),
+        ice_addresses: vec![LOOPBACK.parse().unwrap()],
+        ..Default::default()
+    };
+    tweak(&mut args);
+    let mut cfg = Config::build(FileConfig::default(), Path::new("."), &args).unwrap();
+    cfg.reconnect.initial = Duration::from_millis(200);
+    cfg.reconnect.max = Duration::from_secs(2);
+    cfg
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dir {
+    FromBox,
+    ToBox,
+}
+
+/// Every text frame that crossed the socket, in order.
+pub type FrameLog = Arc<Mutex<Vec<(Dir, String)>>>;
+
+pub struct ProtocolServer {
+    pub addr: SocketAddr,
+    pub frames: FrameLog,
+    /// One entry per connection: what its answerer decodes.
+    pub sessions: mpsc::UnboundedReceiver<Arc<ReceivedMedia>>,
+}
+
+impl ProtocolServer {
+    pub fn url(&self) -> String {
+        format!("ws://{}/box", self.addr)
+    }
+
+    pub fn frames_from_box(&self) -> Vec<serde_json::Value> {
+        self.frames_in(Dir::FromBox)
+    }
+
+    pub fn frames_to_box(&self) -> Vec<serde_json::Value> {
+        self.frames_in(Dir::ToBox)
+    }
+
+    fn frames_in(&self, dir: Dir) -> Vec<serde_json::Value> {
+        self.frames
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(d, _)| *d == dir)
+            .map(|(_, t)| serde_json::from_str(t).unwrap())
+            .collect()
+    }
+}
+
+/// Starts the server on 127.0.0.1:0. Each connection gets its own answerer with `ice`.
+pub async fn start_server(ice: IceConfig) -> ProtocolServer {
+    let listener = TcpListener::bind((LOOPBACK, 0)).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let frames = FrameLog::default();
+    let (sessions_tx, sessions) = mpsc::unbounded_channel();
+    let log = frames.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let Ok(ws) = async_tungstenite::tokio::accept_async(tcp).await else {
+                continue;
+            };
+            let answerer = Answerer::new(&ice).expect("answerer starts");
+            let _ = sessions_tx.send(answerer.received.clone());
+            tokio::spawn(serve_connection(ws, answerer, log.clone()));
+        }
+    });
+    ProtocolServer {
+        addr,
+        frames,
+        sessions,
+    }
+}
+
+async fn serve_connection<S>(
+    ws: async_tungstenite::WebSocketStream<S>,
+    answerer: Answerer,
+    log: FrameLog,
+) where
+    S: futures::AsyncRead + futures::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sink, mut stream) = ws.split();
+    let (in_tx, in_rx) = mpsc::channel::<Envelope>(64);
+    let (out_tx, mut out_rx) = mpsc::channel::<Envelope>(64);
+    let peer = tokio::spawn(answerer::run(answerer, in_rx, out_tx));
+    loop {
+        tokio::select! {
+            frame = stream.next() => match frame {
+                Some(Ok(Message::Text(text))) => {
+                    log.lock().unwrap().push((Dir::FromBox, text.to_string()));
+                    if let Ok(inbound) = protocol::decode(&text) {
+                        let _ = in_tx.send(inbound.envelope).await;
+                    }
+                }
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                Some(Ok(_)) => {}
+            },
+            Some(envelope) = out_rx.recv() => {
+                let text = protocol::encode(&envelope);
+                log.lock().unwrap().push((Dir::ToBox, text.clone()));
+                if sink.send(Message::text(text)).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    drop(in_tx);
+    let _ = tokio::time::timeout(Duration::from_secs(2), peer).await;
+}
+
+/// Polls `cond` until it holds or `within` passes; returns whether it held.
+pub async fn wait_for(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    loop {
+        if cond() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tick.tick().await;
+    }
+}

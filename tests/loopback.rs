@@ -1,0 +1,199 @@
+//! The box streams to a real server and a real receiving webrtcbin over loopback.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use airsync_streamer::metrics::{Counters, Status};
+use airsync_streamer::supervisor;
+use gst_sdp::SDPMessage;
+use tokio_util::sync::CancellationToken;
+
+use common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_end_to_end_over_loopback() {
+    init_tracing();
+    let mut server = start_server(loopback_ice()).await;
+    let cfg = box_config(&server.url());
+    let status = Arc::new(Status::default());
+    let shutdown = CancellationToken::new();
+    let started = Instant::now();
+    let streamer = {
+        let (status, shutdown) = (status.clone(), shutdown.clone());
+        tokio::spawn(async move { supervisor::run(&cfg, shutdown, status).await })
+    };
+
+    let received = tokio::time::timeout(Duration::from_secs(20), server.sessions.recv())
+        .await
+        .expect("the box connects")
+        .unwrap();
+    let flowing = wait_for(Duration::from_secs(45), || {
+        received.video_frames() >= 60
+            && received.audio_buffers() >= 10
+            && !received.data_channel_messages.lock().unwrap().is_empty()
+            && Counters::get(&status.counters.data_channel_messages_received) >= 1
+    })
+    .await;
+    if let Some(first) = received.first_video_frame.get() {
+        println!(
+            "time to first decoded frame: {:?}",
+            first.duration_since(started)
+        );
+    }
+    println!(
+        "video frames {}, audio buffers {}, size {:?}",
+        received.video_frames(),
+        received.audio_buffers(),
+        received.video_size()
+    );
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(5), streamer)
+        .await
+        .expect("the box stops promptly")
+        .unwrap();
+    assert!(flowing, "media and data did not flow");
+
+    // Decoded media of the test pipeline's size.
+    assert!(received.video_frames() >= 60);
+    assert_eq!(received.video_size(), Some((640, 480)));
+    assert!(received.audio_buffers() >= 10);
+
+    // Data channel, a message each way.
+    let got = received.data_channel_messages.lock().unwrap().clone();
+    assert!(got[0].contains("\"hello\""), "box's greeting: {got:?}");
+    assert!(Counters::get(&status.counters.data_channel_messages_received) >= 1);
+
+    // The offer, parsed.
+    let from_box = server.frames_from_box();
+    let offer = from_box
+        .iter()
+        .find(|m| m["type"] == "offer")
+        .expect("an offer was sent");
+    let session_id = offer["sessionId"].as_str().unwrap();
+    uuid::Uuid::parse_str(session_id).expect("sessionId is a UUID");
+    for field in ["candidate", "sdpMid", "sdpMLineIndex"] {
+        assert!(offer[field].is_null(), "{field} should be null in an offer");
+    }
+    let sdp = SDPMessage::parse_buffer(offer["sdp"].as_str().unwrap().as_bytes()).unwrap();
+    assert_offer_matches_protocol(&sdp);
+
+    // Candidates trickled both ways, each naming its m-line in the sender's SDP.
+    let box_candidates: Vec<_> = from_box
+        .iter()
+        .filter(|m| m["type"] == "candidate" && m["candidate"].is_string())
+        .collect();
+    assert!(!box_candidates.is_empty(), "the box sent no candidate");
+    for c in &box_candidates {
+        assert_eq!(c["sessionId"], session_id);
+        assert!(c["sdp"].is_null());
+        assert!(c["candidate"].as_str().unwrap().starts_with("candidate:"));
+        let mline = c["sdpMLineIndex"].as_u64().unwrap() as u32;
+        let mid = sdp.media(mline).unwrap().attribute_val("mid").unwrap();
+        assert_eq!(c["sdpMid"], mid);
+        assert!(
+            c["candidate"].as_str().unwrap().contains(" 127.0.0.1 "),
+            "not pinned: {c}"
+        );
+    }
+    let to_box = server.frames_to_box();
+    assert!(to_box.iter().any(|m| m["type"] == "answer"));
+    assert!(
+        to_box.iter().any(|m| m["type"] == "candidate"),
+        "the server sent no candidate"
+    );
+    assert!(received.remote_candidates.load(Ordering::Relaxed) >= 1);
+    assert!(Counters::get(&status.counters.remote_candidates_added) >= 1);
+}
+
+fn attr_values<'a>(m: &'a gst_sdp::SDPMediaRef, key: &str) -> Vec<&'a str> {
+    m.attributes()
+        .filter(|a| a.key() == key)
+        .filter_map(|a| a.value())
+        .collect()
+}
+
+/// Everything PROTOCOL.md says the offer must carry.
+pub fn assert_offer_matches_protocol(sdp: &SDPMessage) {
+    assert_eq!(sdp.attribute_val("group"), Some("BUNDLE 0 1 2"));
+    let kinds: Vec<_> = sdp
+        .medias()
+        .map(|m| m.media().unwrap().to_owned())
+        .collect();
+    assert_eq!(kinds, ["audio", "video", "application"]);
+
+    let audio = sdp.media(0).unwrap();
+    assert_eq!(audio.attribute_val("mid"), Some("0"));
+    assert!(audio.formats().any(|f| f == "111"));
+    assert!(attr_values(audio, "rtpmap")
+        .iter()
+        .any(|v| v.eq_ignore_ascii_case("111 opus/48000/2")));
+    assert!(attr_values(audio, "fmtp").contains(&"111 minptime=10;useinbandfec=1"));
+    assert!(
+        audio.attribute_val("sendonly").is_some()
+            || audio.attributes().any(|a| a.key() == "sendonly")
+    );
+    assert!(
+        !attr_values(audio, "ssrc-group")
+            .iter()
+            .any(|v| v.starts_with("FID")),
+        "RTX on audio"
+    );
+    assert!(
+        !attr_values(audio, "rtpmap")
+            .iter()
+            .any(|v| v.contains("rtx")),
+        "RTX on audio"
+    );
+
+    let video = sdp.media(1).unwrap();
+    assert_eq!(video.attribute_val("mid"), Some("1"));
+    assert!(video.formats().any(|f| f == "106"));
+    assert!(attr_values(video, "rtpmap").contains(&"106 H264/90000"));
+    assert!(attr_values(video, "fmtp")
+        .contains(&"106 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"));
+    for fb in ["nack", "nack pli", "ccm fir", "transport-cc", "goog-remb"] {
+        assert!(
+            attr_values(video, "rtcp-fb").contains(&format!("106 {fb}").as_str()),
+            "rtcp-fb {fb}"
+        );
+    }
+    let rtx_pt = attr_values(video, "fmtp")
+        .iter()
+        .find(|v| v.ends_with("apt=106"))
+        .map(|v| v.split(' ').next().unwrap().to_owned())
+        .expect("RTX for PT 106");
+    assert!(attr_values(video, "rtpmap").contains(&format!("{rtx_pt} rtx/90000").as_str()));
+    assert!(video.attributes().any(|a| a.key() == "sendonly"));
+
+    for m in [audio, video] {
+        let extmaps = attr_values(m, "extmap");
+        assert!(
+            extmaps
+                .iter()
+                .any(|e| e.ends_with("draft-holmer-rmcat-transport-wide-cc-extensions-01")),
+            "twcc: {extmaps:?}"
+        );
+        assert!(
+            extmaps
+                .iter()
+                .any(|e| e.ends_with("urn:ietf:params:rtp-hdrext:sdes:mid")),
+            "mid: {extmaps:?}"
+        );
+    }
+
+    let app = sdp.media(2).unwrap();
+    assert_eq!(app.attribute_val("mid"), Some("2"));
+    assert_eq!(app.proto(), Some("UDP/DTLS/SCTP"));
+    assert!(app.formats().any(|f| f == "webrtc-datachannel"));
+    assert_eq!(app.attribute_val("sctp-port"), Some("5000"));
+
+    for m in sdp.medias() {
+        let setup = m
+            .attribute_val("setup")
+            .or_else(|| sdp.attribute_val("setup"));
+        assert_eq!(setup, Some("actpass"));
+    }
+}
