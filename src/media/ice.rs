@@ -55,10 +55,8 @@ pub fn webrtcbin_urls(servers: &[IceServer]) -> WebrtcbinIceUrls {
             // `stun:host:port?x` is a cannot-be-a-base URL: host, port and query sit in path/query.
             let rest = url.as_str()[scheme.len() + 1..].trim_start_matches("//");
             match scheme {
-                "stun" | "stuns" => {
-                    if out.stun.is_none() {
-                        out.stun = Some(format!("stun://{}", strip_query(rest)));
-                    }
+                "stun" | "stuns" if out.stun.is_none() => {
+                    out.stun = Some(format!("stun://{}", strip_query(rest)));
                 }
                 "turn" | "turns" => {
                     let user = server.username.as_deref().unwrap_or_default();
