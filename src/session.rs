@@ -96,7 +96,10 @@ pub async fn run(
     };
     let result = session.run(&shutdown).await;
     let streamed = session.connected_at.map(|t| t.elapsed());
-    session.stop(result.is_ok()).await;
+    // EOS can only drain through a connected peer: before DTLS is up webrtcbin holds its input
+    // pads blocked, and EOS (which waits for the source's streaming thread) would wait forever.
+    let drain = result.is_ok() && session.connected_now;
+    session.stop(drain).await;
     match result {
         Ok(()) => Ok(Summary {
             session_id: session.session_id,
@@ -120,6 +123,7 @@ struct Session<'a> {
     pending_candidates: Vec<(u32, String)>,
     offer_sent_at: Option<Instant>,
     connected_at: Option<Instant>,
+    connected_now: bool,
     disconnected_since: Option<Instant>,
 }
 
@@ -183,6 +187,7 @@ impl<'a> Session<'a> {
             pending_candidates: Vec::new(),
             offer_sent_at: None,
             connected_at: None,
+            connected_now: false,
             disconnected_since: None,
         })
     }
@@ -269,6 +274,7 @@ impl<'a> Session<'a> {
             }
             MediaEvent::ConnectionState(state) => {
                 info!(?state, "peer connection");
+                self.connected_now = state == WebRTCPeerConnectionState::Connected;
                 match state {
                     WebRTCPeerConnectionState::Connected => {
                         self.disconnected_since = None;
@@ -458,24 +464,33 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// Tears the session down: EOS first when stopping on request, so encoders flush, then the
-    /// pipeline to `Null`, then the socket closed with a close frame.
-    async fn stop(&mut self, graceful: bool) {
+    /// Tears the session down: EOS first when asked to drain (a stop on request while
+    /// connected), so encoders flush, then the pipeline to `Null`, then the socket closed with a
+    /// close frame.
+    async fn stop(&mut self, drain: bool) {
         if let Some(guard) = self.guard.take() {
-            if graceful {
+            if drain {
+                // Sending EOS waits for the sources' streaming threads, so it runs on a
+                // blocking thread with a deadline.
                 let pipeline = guard.pipeline().clone();
-                pipeline.send_event(gst::event::Eos::new());
-                if let Some(bus) = pipeline.bus() {
-                    let waited = tokio::task::spawn_blocking(move || {
+                let eos = tokio::task::spawn_blocking(move || {
+                    pipeline.send_event(gst::event::Eos::new());
+                    if let Some(bus) = pipeline.bus() {
                         bus.timed_pop_filtered(
                             gst::ClockTime::from_mseconds(EOS_GRACE.as_millis() as u64),
                             &[gst::MessageType::Eos, gst::MessageType::Error],
-                        )
-                    });
-                    let _ = waited.await;
+                        );
+                    }
+                });
+                if tokio::time::timeout(EOS_GRACE + Duration::from_millis(100), eos)
+                    .await
+                    .is_err()
+                {
+                    debug!("EOS did not drain in time; stopping the pipeline anyway");
                 }
             }
-            drop(guard);
+            // Null flushes every pad, which releases webrtcbin's blocked input pads too.
+            let _ = tokio::task::spawn_blocking(move || drop(guard)).await;
         }
         if let Some(handle) = self.signalling.take() {
             handle.close(Duration::from_millis(800)).await;

@@ -1,0 +1,138 @@
+//! Streaming through a real TURN server (Debian's coturn) with `relay` policy.
+
+mod common;
+
+use std::net::UdpSocket;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use airsync_streamer::config::IcePolicy;
+use airsync_streamer::metrics::Status;
+use airsync_streamer::supervisor;
+use tokio_util::sync::CancellationToken;
+
+use common::*;
+
+const TURN_USER: &str = "airsync-box";
+/// Characters that must be percent-encoded in webrtcbin's `turn://user:pass@host` URL.
+const TURN_PASSWORD: &str = "p@ss/w+rd=%x";
+
+/// A coturn process on 127.0.0.1 only, killed (by its PID) when dropped.
+struct Coturn {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Coturn {
+    fn start() -> Coturn {
+        let port = UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = tempfile::tempdir().unwrap();
+        let child = Command::new("turnserver")
+            .args([
+                "-n", // no config file
+                "--listening-ip=127.0.0.1",
+                "--relay-ip=127.0.0.1",
+                &format!("--listening-port={port}"),
+                "--min-port=40000",
+                "--max-port=49999",
+                "--lt-cred-mech",
+                "--realm=airsync.test",
+                &format!("--user={TURN_USER}:{TURN_PASSWORD}"),
+                "--allow-loopback-peers",
+                "--no-tls",
+                "--no-dtls",
+                "--no-cli",
+                "--no-tcp-relay",
+                "--fingerprint",
+                "--simple-log",
+                &format!("--log-file={}/turn.log", dir.path().display()),
+                &format!("--pidfile={}/turn.pid", dir.path().display()),
+                &format!("--userdb={}/turndb", dir.path().display()),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("turnserver (Debian package coturn) runs; scripts/setup.sh --test installs it");
+        Coturn {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Coturn {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_flows_through_a_turn_relay() {
+    init_tracing();
+    let turn = Coturn::start();
+    let mut server = start_server(loopback_ice()).await;
+    let ice_servers = serde_json::json!([{
+        "urls": [format!("turn:127.0.0.1:{}?transport=udp", turn.port)],
+        "username": TURN_USER,
+        "credential": TURN_PASSWORD,
+    }])
+    .to_string();
+    let cfg = box_config_with(&server.url(), |args| {
+        args.ice_servers = Some(ice_servers);
+        args.ice_transport_policy = Some(IcePolicy::Relay);
+    });
+
+    let status = Arc::new(Status::default());
+    let shutdown = CancellationToken::new();
+    let started = Instant::now();
+    let streamer = {
+        let (status, shutdown) = (status.clone(), shutdown.clone());
+        tokio::spawn(async move { supervisor::run(&cfg, shutdown, status).await })
+    };
+    let received = tokio::time::timeout(Duration::from_secs(20), server.sessions.recv())
+        .await
+        .expect("the box connects")
+        .unwrap();
+    let flowing = wait_for(Duration::from_secs(45), || received.video_frames() >= 60).await;
+    if let Some(first) = received.first_video_frame.get() {
+        println!(
+            "time to first decoded frame through TURN: {:?}",
+            first.duration_since(started)
+        );
+    }
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(5), streamer)
+        .await
+        .expect("the box stops promptly")
+        .unwrap();
+    assert!(
+        flowing,
+        "no video through the relay ({} frames)",
+        received.video_frames()
+    );
+
+    // With `relay` policy the box offers relay candidates only, allocated on our coturn with
+    // the configured credentials; so every packet that arrived went through the relay.
+    let candidates: Vec<String> = server
+        .frames_from_box()
+        .iter()
+        .filter(|m| m["type"] == "candidate")
+        .filter_map(|m| m["candidate"].as_str().map(str::to_owned))
+        .collect();
+    assert!(!candidates.is_empty(), "the box sent no candidate");
+    for c in &candidates {
+        assert!(
+            c.contains(" typ relay "),
+            "non-relay candidate offered: {c}"
+        );
+        assert!(c.contains(" 127.0.0.1 "), "relay not on loopback: {c}");
+    }
+}
