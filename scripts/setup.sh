@@ -25,6 +25,17 @@ if [[ "${1:-}" == "--test" ]]; then
   packages+=(coturn chromium systemd procps iproute2)
 fi
 
+# Rust comes from rustup (Debian 12's rustc 1.63 is too old for the GStreamer bindings).
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "setup: cargo not found: install Rust >= 1.92 with rustup (https://rustup.rs), then rerun" >&2
+  exit 1
+fi
+rustc_minor=$(rustc --version | sed -E 's/^rustc 1\.([0-9]+).*/\1/')
+if [[ "$rustc_minor" =~ ^[0-9]+$ ]] && ((rustc_minor < 92)); then
+  echo "setup: $(rustc --version) is too old: run 'rustup update stable' (need >= 1.92)" >&2
+  exit 1
+fi
+
 missing=()
 for p in "${packages[@]}"; do
   status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
