@@ -7,7 +7,7 @@ use tokio_util::sync::CancellationToken;
 
 use airsync_streamer::config::{Config, StreamArgs};
 use airsync_streamer::metrics::Status;
-use airsync_streamer::{media, supervisor};
+use airsync_streamer::{logging, media, supervisor};
 
 /// Streams a camera and a microphone to a WebRTC server through GStreamer's webrtcbin.
 #[derive(Debug, Parser)]
@@ -38,7 +38,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_tracing(&cfg.log_level);
+    if let Err(e) = media::init() {
+        eprintln!("airsync-streamer: {e}");
+        return ExitCode::FAILURE;
+    }
+    logging::init(&cfg.log_level);
     match run_stream(cfg) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -48,14 +52,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_tracing(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).init();
-}
-
 fn run_stream(cfg: Config) -> anyhow::Result<()> {
-    media::init().context("initialising GStreamer")?;
     // Fail fast on a description that can never work; faults that may heal are retried.
     media::pipeline::load(&cfg.pipeline.file)
         .with_context(|| format!("checking {}", cfg.pipeline.file.display()))?;
