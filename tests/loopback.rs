@@ -16,7 +16,16 @@ use common::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_end_to_end_over_loopback() {
     init_tracing();
-    let mut server = start_server(loopback_ice()).await;
+    // Before its answer the server trickles what PROTOCOL.md says a box must take: a TCP
+    // passive IPv6 candidate (the seed's), a TCP IPv4 one, one naming only its sdpMid, and
+    // end-of-candidates. Their addresses are loopback: nothing leaves the machine.
+    let extras = vec![
+        r#"{"sessionId":"{sid}","type":"candidate","sdp":null,"candidate":"candidate:1027641139 1 tcp 1518091519 ::1 36147 typ host tcptype passive generation 0 ufrag D9lK network-id 2","sdpMid":"0","sdpMLineIndex":0}"#.to_owned(),
+        r#"{"sessionId":"{sid}","type":"candidate","sdp":null,"candidate":"candidate:2 1 TCP 1015021823 127.0.0.1 9 typ host tcptype active","sdpMid":"0","sdpMLineIndex":0}"#.to_owned(),
+        r#"{"sessionId":"{sid}","type":"candidate","sdp":null,"candidate":"candidate:3 1 udp 2122260223 127.0.0.1 9 typ host generation 0","sdpMid":"2","sdpMLineIndex":null}"#.to_owned(),
+        r#"{"sessionId":"{sid}","type":"candidate","sdp":null,"candidate":"","sdpMid":"0","sdpMLineIndex":0}"#.to_owned(),
+    ];
+    let mut server = start_server_injecting(loopback_ice(), extras).await;
     let cfg = box_config(&server.url());
     let status = Arc::new(Status::default());
     let shutdown = CancellationToken::new();
@@ -105,7 +114,13 @@ async fn streams_end_to_end_over_loopback() {
         "the server sent no candidate"
     );
     assert!(received.remote_candidates.load(Ordering::Relaxed) >= 1);
-    assert!(Counters::get(&status.counters.remote_candidates_added) >= 1);
+    // The three early candidates were taken, besides the answerer's own.
+    assert!(Counters::get(&status.counters.remote_candidates_added) >= 4);
+    assert_eq!(
+        Counters::get(&status.counters.sessions_started),
+        1,
+        "the session never restarted"
+    );
 }
 
 fn attr_values<'a>(m: &'a gst_sdp::SDPMediaRef, key: &str) -> Vec<&'a str> {

@@ -103,6 +103,14 @@ impl ProtocolServer {
 
 /// Starts the server on 127.0.0.1:0. Each connection gets its own answerer with `ice`.
 pub async fn start_server(ice: IceConfig) -> ProtocolServer {
+    start_server_injecting(ice, Vec::new()).await
+}
+
+/// Like [`start_server`], and when the box's offer arrives the server first sends each of
+/// `before_answer` to the box (JSON text; `{sid}` is replaced by the box's sessionId), so they
+/// reach the box before the answer does.
+pub async fn start_server_injecting(ice: IceConfig, before_answer: Vec<String>) -> ProtocolServer {
+    let before_answer = Arc::new(before_answer);
     let listener = TcpListener::bind((LOOPBACK, 0)).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let frames = FrameLog::default();
@@ -115,7 +123,12 @@ pub async fn start_server(ice: IceConfig) -> ProtocolServer {
             };
             let answerer = Answerer::new(&ice).expect("answerer starts");
             let _ = sessions_tx.send(answerer.received.clone());
-            tokio::spawn(serve_connection(ws, answerer, log.clone()));
+            tokio::spawn(serve_connection(
+                ws,
+                answerer,
+                log.clone(),
+                before_answer.clone(),
+            ));
         }
     });
     ProtocolServer {
@@ -129,6 +142,7 @@ async fn serve_connection<S>(
     ws: async_tungstenite::WebSocketStream<S>,
     answerer: Answerer,
     log: FrameLog,
+    before_answer: Arc<Vec<String>>,
 ) where
     S: futures::AsyncRead + futures::AsyncWrite + Unpin + Send + 'static,
 {
@@ -142,6 +156,13 @@ async fn serve_connection<S>(
                 Some(Ok(Message::Text(text))) => {
                     log.lock().unwrap().push((Dir::FromBox, text.to_string()));
                     if let Ok(inbound) = protocol::decode(&text) {
+                        if matches!(inbound.envelope.signal, airsync_streamer::protocol::Signal::Offer { .. }) {
+                            for template in before_answer.iter() {
+                                let text = template.replace("{sid}", &inbound.envelope.session_id);
+                                log.lock().unwrap().push((Dir::ToBox, text.clone()));
+                                let _ = sink.send(Message::text(text)).await;
+                            }
+                        }
                         let _ = in_tx.send(inbound.envelope).await;
                     }
                 }
