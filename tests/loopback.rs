@@ -3,13 +3,10 @@
 mod common;
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use airsync_streamer::metrics::{Counters, Status};
-use airsync_streamer::supervisor;
+use airsync_streamer::metrics::Counters;
 use gst_sdp::SDPMessage;
-use tokio_util::sync::CancellationToken;
 
 use common::*;
 
@@ -26,19 +23,9 @@ async fn streams_end_to_end_over_loopback() {
         r#"{"sessionId":"{sid}","type":"candidate","sdp":null,"candidate":"","sdpMid":"0","sdpMLineIndex":0}"#.to_owned(),
     ];
     let mut server = start_server_injecting(loopback_ice(), extras).await;
-    let cfg = box_config(&server.url());
-    let status = Arc::new(Status::default());
-    let shutdown = CancellationToken::new();
-    let started = Instant::now();
-    let streamer = {
-        let (status, shutdown) = (status.clone(), shutdown.clone());
-        tokio::spawn(async move { supervisor::run(&cfg, shutdown, status).await })
-    };
-
-    let received = tokio::time::timeout(Duration::from_secs(20), server.sessions.recv())
-        .await
-        .expect("the box connects")
-        .unwrap();
+    let streamer = RunningBox::start(box_config(&server.url()));
+    let status = streamer.status.clone();
+    let received = server.next_session().await;
     let flowing = wait_for(Duration::from_secs(45), || {
         received.video_frames() >= 60
             && received.audio_buffers() >= 10
@@ -46,23 +33,14 @@ async fn streams_end_to_end_over_loopback() {
             && Counters::get(&status.counters.data_channel_messages_received) >= 1
     })
     .await;
-    if let Some(first) = received.first_video_frame.get() {
-        println!(
-            "time to first decoded frame: {:?}",
-            first.duration_since(started)
-        );
-    }
+    print_time_to_first_frame("loopback", &received, streamer.started);
     println!(
         "video frames {}, audio buffers {}, size {:?}",
         received.video_frames(),
         received.audio_buffers(),
         received.video_size()
     );
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(5), streamer)
-        .await
-        .expect("the box stops promptly")
-        .unwrap();
+    streamer.stop().await;
     assert!(flowing, "media and data did not flow");
 
     // Decoded media of the test pipeline's size.

@@ -4,13 +4,9 @@ mod common;
 
 use std::net::UdpSocket;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use airsync_streamer::config::IcePolicy;
-use airsync_streamer::metrics::Status;
-use airsync_streamer::supervisor;
-use tokio_util::sync::CancellationToken;
 
 use common::*;
 
@@ -90,29 +86,11 @@ async fn media_flows_through_a_turn_relay() {
         args.ice_transport_policy = Some(IcePolicy::Relay);
     });
 
-    let status = Arc::new(Status::default());
-    let shutdown = CancellationToken::new();
-    let started = Instant::now();
-    let streamer = {
-        let (status, shutdown) = (status.clone(), shutdown.clone());
-        tokio::spawn(async move { supervisor::run(&cfg, shutdown, status).await })
-    };
-    let received = tokio::time::timeout(Duration::from_secs(20), server.sessions.recv())
-        .await
-        .expect("the box connects")
-        .unwrap();
+    let streamer = RunningBox::start(cfg);
+    let received = server.next_session().await;
     let flowing = wait_for(Duration::from_secs(45), || received.video_frames() >= 60).await;
-    if let Some(first) = received.first_video_frame.get() {
-        println!(
-            "time to first decoded frame through TURN: {:?}",
-            first.duration_since(started)
-        );
-    }
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(5), streamer)
-        .await
-        .expect("the box stops promptly")
-        .unwrap();
+    print_time_to_first_frame("through TURN", &received, streamer.started);
+    streamer.stop().await;
     assert!(
         flowing,
         "no video through the relay ({} frames)",

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_tungstenite::tungstenite::Message;
 use futures::StreamExt;
@@ -13,8 +13,11 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use airsync_streamer::config::{Config, FileConfig, IceConfig, StreamArgs};
+use airsync_streamer::metrics::Status;
 use airsync_streamer::protocol::{self, Envelope};
 use airsync_streamer::server::answerer::{self, Answerer, ReceivedMedia};
+use airsync_streamer::supervisor;
+use tokio_util::sync::CancellationToken;
 
 pub const LOOPBACK: &str = "127.0.0.1";
 
@@ -194,5 +197,59 @@ pub async fn wait_for(within: Duration, mut cond: impl FnMut() -> bool) -> bool 
             return false;
         }
         tick.tick().await;
+    }
+}
+
+/// A box (the supervisor, as `main` runs it) streaming in this process.
+pub struct RunningBox {
+    pub status: Arc<Status>,
+    pub started: Instant,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningBox {
+    pub fn start(cfg: Config) -> RunningBox {
+        let status = Arc::new(Status::default());
+        let shutdown = CancellationToken::new();
+        let task = {
+            let (status, shutdown) = (status.clone(), shutdown.clone());
+            tokio::spawn(async move { supervisor::run(&cfg, shutdown, status).await })
+        };
+        RunningBox {
+            status,
+            started: Instant::now(),
+            shutdown,
+            task,
+        }
+    }
+
+    /// Asks the box to stop and waits for it, failing the test if it takes over 5 s.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(5), self.task)
+            .await
+            .expect("the box stops promptly")
+            .unwrap();
+    }
+}
+
+impl ProtocolServer {
+    /// What the answerer of the next connection receives, once the box has connected.
+    pub async fn next_session(&mut self) -> Arc<ReceivedMedia> {
+        tokio::time::timeout(Duration::from_secs(20), self.sessions.recv())
+            .await
+            .expect("the box connects")
+            .expect("server running")
+    }
+}
+
+/// Prints how long the first decoded frame took, for watching, never asserting.
+pub fn print_time_to_first_frame(what: &str, received: &ReceivedMedia, since: Instant) {
+    if let Some(first) = received.first_video_frame.get() {
+        println!(
+            "{what}: time to first decoded frame {:?}",
+            first.duration_since(since)
+        );
     }
 }
