@@ -155,7 +155,8 @@ impl Hub {
                     self.router.viewer_watch(id, box_id)
                 }
                 FromViewer::Signal(envelope) => match self.admit_viewer_signal(envelope) {
-                    Ok(envelope) => self.router.viewer_signal(id, envelope),
+                    Ok(Some(envelope)) => self.router.viewer_signal(id, envelope),
+                    Ok(None) => Vec::new(),
                     Err(reason) => vec![Action::Dropped(format!("viewer {id}: {reason}"))],
                 },
             },
@@ -185,32 +186,27 @@ impl Hub {
     }
 
     /// When the server's ICE is pinned to some addresses, a viewer's candidates on other
-    /// addresses are not passed to the box: the box could not use them anyway (its ICE is
-    /// pinned the same way in the demo) and it keeps every connectivity check on the pinned
-    /// addresses. The browser still reaches the box from a pinned address as a
-    /// peer-reflexive candidate.
-    fn admit_viewer_signal(&self, envelope: Envelope) -> Result<Envelope, String> {
+    /// addresses (its LAN addresses, its mDNS `.local` names) are not passed to the box: a
+    /// box pinned the same way (the demo's) cannot use them, and it keeps every connectivity
+    /// check on the pinned addresses. The browser still reaches the box from a pinned address
+    /// and the box learns it as a peer-reflexive candidate.
+    fn admit_viewer_signal(&self, envelope: Envelope) -> Result<Option<Envelope>, String> {
         let pinned = &self.ice.local_addresses;
         if let Signal::Candidate { candidate: c, .. } = &envelope.signal {
             let parsed = candidate::parse(c).map_err(|e| e.to_string())?;
-            if !pinned.is_empty() {
-                let ok = parsed
-                    .address
-                    .parse::<IpAddr>()
-                    .is_ok_and(|a| pinned.contains(&a));
-                if !ok {
-                    debug!(
-                        address = parsed.address,
-                        "viewer candidate off the pinned addresses, not relayed"
-                    );
-                    return Err(format!(
-                        "candidate on {} not relayed (ICE pinned)",
-                        parsed.address
-                    ));
-                }
+            let on_pinned = parsed
+                .address
+                .parse::<IpAddr>()
+                .is_ok_and(|a| pinned.contains(&a));
+            if !pinned.is_empty() && !on_pinned {
+                debug!(
+                    address = parsed.address,
+                    "viewer candidate off the pinned addresses, not relayed"
+                );
+                return Ok(None);
             }
         }
-        Ok(envelope)
+        Ok(Some(envelope))
     }
 
     fn apply(&mut self, action: Action) {
