@@ -182,6 +182,33 @@ async fn chromium_shows_the_box_stream_on_the_viewer_page() {
             break stats;
         }
     };
+    // What a person sees: the page's own table shows the same figures (refreshed every second).
+    let shown_expr =
+        "JSON.stringify(Object.fromEntries(['session','state','pair','vcodec','resolution',\
+        'fps','vbitrate','vloss','apackets','aloss','dc'].map((id) => \
+        [id, document.getElementById(id).textContent])))";
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let shown = loop {
+        tick.tick().await;
+        let result = browser
+            .cdp
+            .call(
+                Some(&session),
+                "Runtime.evaluate",
+                json!({ "expression": shown_expr, "returnByValue": true }),
+            )
+            .await;
+        let shown: Value =
+            serde_json::from_str(result["result"]["value"].as_str().unwrap_or("{}")).unwrap();
+        let complete = shown["resolution"] == "640×480"
+            && shown["vbitrate"]
+                .as_str()
+                .is_some_and(|b| b.ends_with("kbit/s"));
+        if complete || tokio::time::Instant::now() >= deadline {
+            break shown;
+        }
+    };
+    println!("page shows: {shown:#}");
     let shot = browser
         .cdp
         .call(
@@ -218,4 +245,17 @@ async fn chromium_shows_the_box_stream_on_the_viewer_page() {
     assert_eq!(stats["connectionState"], "connected", "{stats}");
     uuid::Uuid::parse_str(stats["sessionId"].as_str().unwrap()).expect("a box session id");
     assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot");
+    assert_eq!(shown["session"], stats["sessionId"], "{shown}");
+    assert_eq!(shown["state"], "connected", "{shown}");
+    assert_eq!(shown["resolution"], "640×480", "{shown}");
+    assert_eq!(shown["vcodec"], "video/H264", "{shown}");
+    assert!(
+        shown["pair"]
+            .as_str()
+            .is_some_and(|p| p.contains("box host")),
+        "{shown}"
+    );
+    for id in ["fps", "vbitrate", "vloss", "apackets", "aloss"] {
+        assert_ne!(shown[id], "–", "{id} not shown: {shown}");
+    }
 }
