@@ -96,28 +96,45 @@ async fn the_fallback_answerer_receives_a_box_with_no_viewer() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_viewer_takes_a_box_over_and_answers_its_next_session() {
+async fn a_viewer_takes_one_of_two_boxes_over_and_answers_its_next_session() {
     init_tracing();
     let server = start_serve().await;
-    let streaming = start_box(&server.box_url);
+    // Two boxes, told apart by the `name` in their URLs.
+    let other = start_box(&format!("{}?name=hall", server.box_url));
+    let streaming = start_box(&format!("{}?name=kiosk", server.box_url));
     let status = server.status.clone();
-    assert!(wait_for(Duration::from_secs(20), || !status.answered().is_empty()).await);
-    let first_session = server.status.answered()[0].0.clone();
+    assert!(wait_for(Duration::from_secs(20), || status.answered().len() >= 2).await);
+    let first_sessions: Vec<String> = server
+        .status
+        .answered()
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect();
 
-    // A viewer (here a webrtcbin peer behind a WebSocket, as a page would be) picks the box.
+    // A viewer (here a webrtcbin peer behind a WebSocket, as a page would be) picks "kiosk".
     let (mut viewer, _) = connect_async(viewer_url(&server)).await.unwrap();
-    let box_id = loop {
+    let (box_id, first_session) = loop {
         let text = next_text(&mut viewer, Duration::from_secs(10))
             .await
             .expect("a box listing");
         let v: Value = serde_json::from_str(&text).unwrap();
-        if let Some(b) = v["boxes"]
-            .as_array()
-            .and_then(|b| b.iter().find(|b| b["peer"] == "answerer"))
-        {
-            break b["id"].as_u64().unwrap();
+        let boxes = v["boxes"].as_array().cloned().unwrap_or_default();
+        if boxes.len() == 2 && boxes.iter().all(|b| b["peer"] == "answerer") {
+            let kiosk = boxes
+                .iter()
+                .find(|b| b["name"] == "kiosk")
+                .expect("kiosk listed");
+            break (
+                kiosk["id"].as_u64().unwrap(),
+                kiosk["sessionId"].as_str().unwrap().to_owned(),
+            );
         }
     };
+    let hall_session = first_sessions
+        .iter()
+        .find(|s| **s != first_session)
+        .unwrap()
+        .clone();
     viewer
         .send(Message::text(format!(
             r#"{{"type":"watch","boxId":{box_id}}}"#
@@ -178,11 +195,31 @@ async fn a_viewer_takes_a_box_over_and_answers_its_next_session() {
         received.audio_buffers(),
         Counters::get(&streaming.status.counters.sessions_started)
     );
+    // The other box kept its session with the server's answerer all along.
+    let hall = status
+        .answered()
+        .into_iter()
+        .find(|(s, _)| *s == hall_session)
+        .unwrap()
+        .1;
+    let hall_frames = hall.video_frames();
+    let hall_flowing = wait_for(Duration::from_secs(20), || {
+        hall.video_frames() >= hall_frames + 30
+    })
+    .await;
+    let hall_sessions = Counters::get(&other.status.counters.sessions_started);
+    println!(
+        "other box: session {hall_session}, {} frames, sessions started {hall_sessions}",
+        hall.video_frames()
+    );
     drop(in_tx);
     let _ = tokio::time::timeout(Duration::from_secs(5), peer_task).await;
     streaming.stop().await;
+    other.stop().await;
     server.stop().await;
     assert!(flowing, "media did not reach the viewer's peer");
+    assert!(hall_flowing, "the other box stopped streaming");
+    assert_eq!(hall_sessions, 1, "the other box had to start over");
     assert_eq!(received.video_size(), Some((640, 480)));
     assert!(
         !status
