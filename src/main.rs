@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use gst::prelude::ElementExt;
 use tokio_util::sync::CancellationToken;
 
 use airsync_streamer::config::{Config, FileConfig, IceConfig, StreamArgs};
@@ -233,6 +234,17 @@ fn demo(args: DemoArgs) -> Result<(), Failure> {
     })
 }
 
+/// Whether the camera pipeline's devices open: they do so on the way to PAUSED, which live
+/// sources reach at once (no preroll), so this takes no time when they work.
+fn camera_opens(path: &Path) -> bool {
+    let Ok(pipeline) = media::pipeline::load(path) else {
+        return false;
+    };
+    let opens = pipeline.set_state(gst::State::Paused).is_ok();
+    let _ = pipeline.set_state(gst::State::Null);
+    opens
+}
+
 /// The demo's pipeline: the one asked for, else the camera's when there is a camera, else the
 /// test picture, from the embedded copy when the program runs outside its source tree.
 fn demo_pipeline(asked: Option<PathBuf>) -> anyhow::Result<PathBuf> {
@@ -242,7 +254,14 @@ fn demo_pipeline(asked: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     }
     let camera = Path::new("pipelines/camera.pipeline");
     if Path::new("/dev/video0").exists() && camera.is_file() {
-        return Ok(camera.to_owned());
+        if camera_opens(camera) {
+            return Ok(camera.to_owned());
+        }
+        eprintln!(
+            "airsync-streamer demo: {} does not start here (camera or sound card busy or \
+             missing); streaming the test picture instead",
+            camera.display()
+        );
     }
     let test = Path::new("pipelines/test.pipeline");
     if test.is_file() {
@@ -252,4 +271,59 @@ fn demo_pipeline(asked: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     std::fs::write(&path, include_str!("../pipelines/test.pipeline"))
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn no_command_and_no_server_means_demo_defaults() {
+        let cli = Cli::parse_from(["airsync-streamer"]);
+        assert!(cli.command.is_none() && cli.stream.url.is_none());
+        let demo = DemoArgs::default();
+        assert_eq!(demo.serve.listen, server::DEFAULT_LISTEN.parse().unwrap());
+        assert!(demo.serve.cert.is_none() && demo.pipeline.is_none());
+    }
+
+    #[test]
+    fn serve_and_demo_options_parse() {
+        let cli = Cli::parse_from([
+            "airsync-streamer",
+            "serve",
+            "--listen",
+            "0.0.0.0:9000",
+            "--cert",
+            "c.pem",
+            "--key",
+            "k.pem",
+            "--ice-address",
+            "127.0.0.1",
+        ]);
+        let Some(Command::Serve(args)) = cli.command else {
+            panic!("not serve")
+        };
+        let cfg = serve_config(&args, args.ice_addresses.clone());
+        assert_eq!(cfg.listen.port(), 9000);
+        assert_eq!(
+            cfg.tls,
+            Some((PathBuf::from("c.pem"), PathBuf::from("k.pem")))
+        );
+        assert_eq!(cfg.ice.local_addresses.len(), 1);
+        assert!(Cli::try_parse_from(["airsync-streamer", "serve", "--cert", "c.pem"]).is_err());
+        let cli = Cli::parse_from(["airsync-streamer", "demo", "-p", "pipelines/test.pipeline"]);
+        assert!(matches!(
+            cli.command,
+            Some(Command::Demo(DemoArgs {
+                pipeline: Some(_),
+                ..
+            }))
+        ));
+    }
 }
