@@ -286,6 +286,18 @@ async fn bad_input_stays_with_its_connection() {
         "the huge frame's connection stays open"
     );
 
+    // A client that only ever sends garbage is cut off once it has used up its budget.
+    let (mut flood, _) = connect_async(&server.box_url).await.unwrap();
+    for _ in 0..150 {
+        if flood.send(Message::text("garbage")).await.is_err() {
+            break;
+        }
+    }
+    assert!(
+        is_closed_by_server(&mut flood, Duration::from_secs(10)).await,
+        "a garbage flood is not cut off"
+    );
+
     // An offer whose SDP does not parse: the answerer gives up and the box is told to retry.
     let (mut unparsable, _) = connect_async(&server.box_url).await.unwrap();
     unparsable

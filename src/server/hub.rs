@@ -78,16 +78,16 @@ pub struct Hub {
     answerers: HashMap<BoxId, RunningAnswerer>,
     finished: Vec<JoinHandle<()>>,
     ice: IceConfig,
+    /// Answerer tasks report here; unbounded because the hub must never make an answerer
+    /// (a webrtcbin owner) wait, and answerers send only a handful of messages per session.
     events: mpsc::UnboundedSender<HubEvent>,
+    answerer_events: Option<mpsc::UnboundedReceiver<HubEvent>>,
     status: Arc<ServeStatus>,
 }
 
 impl Hub {
-    pub fn new(
-        ice: IceConfig,
-        events: mpsc::UnboundedSender<HubEvent>,
-        status: Arc<ServeStatus>,
-    ) -> Self {
+    pub fn new(ice: IceConfig, status: Arc<ServeStatus>) -> Self {
+        let (events, answerer_events) = mpsc::unbounded_channel();
         Hub {
             router: Router::new(),
             boxes: HashMap::new(),
@@ -96,19 +96,19 @@ impl Hub {
             finished: Vec::new(),
             ice,
             events,
+            answerer_events: Some(answerer_events),
             status,
         }
     }
 
     /// Runs until `shutdown`; then stops every answerer and waits for them (briefly).
-    pub async fn run(
-        mut self,
-        mut inbox: mpsc::UnboundedReceiver<HubEvent>,
-        shutdown: CancellationToken,
-    ) {
+    /// Sockets send on a bounded channel (`inbox`), so a flooding client waits on itself.
+    pub async fn run(mut self, mut inbox: mpsc::Receiver<HubEvent>, shutdown: CancellationToken) {
+        let mut answerers = self.answerer_events.take().expect("run once");
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
+                Some(event) = answerers.recv() => self.handle_event(event),
                 event = inbox.recv() => match event {
                     Some(event) => self.handle_event(event),
                     None => break,

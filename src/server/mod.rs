@@ -158,8 +158,8 @@ impl Server {
     }
 
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), ServeError> {
-        let (hub_tx, hub_rx) = mpsc::unbounded_channel();
-        let hub = hub::Hub::new(self.cfg.ice.clone(), hub_tx.clone(), self.status.clone());
+        let (hub_tx, hub_rx) = mpsc::channel(hub::SOCKET_QUEUE);
+        let hub = hub::Hub::new(self.cfg.ice.clone(), self.status.clone());
         let hub_task = tokio::spawn(hub.run(hub_rx, shutdown.clone()));
         let state = sockets::AppState {
             hub: hub_tx,

@@ -28,13 +28,17 @@ use crate::protocol;
 
 const VIEWER_PAGE: &str = include_str!("viewer.html");
 
+/// Malformed messages tolerated on one connection before it is closed: a real peer sends
+/// none, so this only bounds how much log a broken or hostile client can cause.
+const MAX_BAD_MESSAGES: u32 = 100;
+
 /// WebSocket close codes (RFC 6455).
 const CLOSE_NORMAL: u16 = 1000;
 const CLOSE_GOING_AWAY: u16 = 1001;
 
 #[derive(Clone)]
 pub struct AppState {
-    pub hub: mpsc::UnboundedSender<HubEvent>,
+    pub hub: mpsc::Sender<HubEvent>,
     pub next_id: Arc<AtomicU64>,
     pub max_message_size: usize,
     pub shutdown: CancellationToken,
@@ -114,8 +118,12 @@ enum End {
 
 async fn run_box(mut socket: WebSocket, id: u64, key: String, state: AppState) {
     let (tx, mut commands) = mpsc::channel(SOCKET_QUEUE);
-    let _ = state.hub.send(HubEvent::BoxConnected { id, key, tx });
+    let _ = state.hub.send(HubEvent::BoxConnected { id, key, tx }).await;
+    let mut bad = 0;
     let end = loop {
+        if bad > MAX_BAD_MESSAGES {
+            break End::Failed(format!("more than {MAX_BAD_MESSAGES} malformed messages"));
+        }
         tokio::select! {
             _ = state.shutdown.cancelled() => break End::Shutdown,
             command = commands.recv() => match command {
@@ -134,15 +142,17 @@ async fn run_box(mut socket: WebSocket, id: u64, key: String, state: AppState) {
                         if !inbound.unknown_fields.is_empty() {
                             debug!(fields = ?inbound.unknown_fields, "unknown fields ignored");
                         }
-                        let _ = state.hub.send(HubEvent::BoxMessage { id, envelope: inbound.envelope });
+                        let _ = state.hub.send(HubEvent::BoxMessage { id, envelope: inbound.envelope }).await;
                     }
                     Err(e) if e.is_ignorable() => info!(error = %e, "message ignored"),
                     Err(e) => {
+                        bad += 1;
                         state.status.bump_dropped();
                         warn!(error = %e, len = text.len(), "malformed message from the box dropped");
                     }
                 },
                 Some(Ok(Message::Binary(b))) => {
+                    bad += 1;
                     state.status.bump_dropped();
                     warn!(len = b.len(), "binary frame dropped: the protocol is text frames only");
                 }
@@ -156,13 +166,17 @@ async fn run_box(mut socket: WebSocket, id: u64, key: String, state: AppState) {
         }
     };
     finish(&mut socket, &end).await;
-    let _ = state.hub.send(HubEvent::BoxGone { id });
+    let _ = state.hub.send(HubEvent::BoxGone { id }).await;
 }
 
 async fn run_viewer(mut socket: WebSocket, id: u64, state: AppState) {
     let (tx, mut outgoing) = mpsc::channel::<String>(SOCKET_QUEUE);
-    let _ = state.hub.send(HubEvent::ViewerConnected { id, tx });
+    let _ = state.hub.send(HubEvent::ViewerConnected { id, tx }).await;
+    let mut bad = 0;
     let end = loop {
+        if bad > MAX_BAD_MESSAGES {
+            break End::Failed(format!("more than {MAX_BAD_MESSAGES} malformed messages"));
+        }
         tokio::select! {
             _ = state.shutdown.cancelled() => break End::Shutdown,
             text = outgoing.recv() => match text {
@@ -176,14 +190,16 @@ async fn run_viewer(mut socket: WebSocket, id: u64, state: AppState) {
             frame = socket.recv() => match frame {
                 Some(Ok(Message::Text(text))) => match viewer_protocol::decode(text.as_str()) {
                     Ok(message) => {
-                        let _ = state.hub.send(HubEvent::ViewerMessage { id, message });
+                        let _ = state.hub.send(HubEvent::ViewerMessage { id, message }).await;
                     }
                     Err(e) => {
+                        bad += 1;
                         state.status.bump_dropped();
                         warn!(error = %e, len = text.len(), "malformed message from the viewer dropped");
                     }
                 },
                 Some(Ok(Message::Binary(b))) => {
+                    bad += 1;
                     state.status.bump_dropped();
                     warn!(len = b.len(), "binary frame from the viewer dropped");
                 }
@@ -195,7 +211,7 @@ async fn run_viewer(mut socket: WebSocket, id: u64, state: AppState) {
         }
     };
     finish(&mut socket, &end).await;
-    let _ = state.hub.send(HubEvent::ViewerGone { id });
+    let _ = state.hub.send(HubEvent::ViewerGone { id }).await;
 }
 
 async fn finish(socket: &mut WebSocket, end: &End) {
