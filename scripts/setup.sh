@@ -22,7 +22,7 @@ packages=(
   gstreamer1.0-pulseaudio
 )
 if [[ "${1:-}" == "--test" ]]; then
-  packages+=(coturn chromium systemd procps iproute2)
+  packages+=(coturn chromium systemd procps iproute2 openssl)
 fi
 
 # Rust comes from rustup (Debian 12's rustc 1.63 is too old for the GStreamer bindings).
