@@ -9,3 +9,4 @@ pub mod server;
 pub mod session;
 pub mod signalling;
 pub mod supervisor;
+pub mod systemd;

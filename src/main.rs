@@ -3,11 +3,12 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::sync::Arc;
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
 use airsync_streamer::config::{Config, StreamArgs};
 use airsync_streamer::metrics::Status;
-use airsync_streamer::{media, supervisor};
+use airsync_streamer::{media, supervisor, systemd};
 
 /// Streams a camera and a microphone to a WebRTC server through GStreamer's webrtcbin.
 #[derive(Debug, Parser)]
@@ -60,16 +61,31 @@ fn run_stream(cfg: Config) -> anyhow::Result<()> {
     media::pipeline::load(&cfg.pipeline.file)
         .with_context(|| format!("checking {}", cfg.pipeline.file.display()))?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    runtime.block_on(async {
+    let result = runtime.block_on(async {
         let shutdown = CancellationToken::new();
         let status = Arc::new(Status::default());
         let signals = shutdown.clone();
+        let mut term = unix_signal(SignalKind::terminate())?;
+        let mut int = unix_signal(SignalKind::interrupt())?;
         tokio::spawn(async move {
-            let _ = tokio::signal::ctrl_c().await;
-            tracing::info!("stopping");
+            let name = tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            };
+            tracing::info!(signal = name, "stopping");
+            systemd::stopping();
             signals.cancel();
         });
+        let notifier = tokio::spawn(systemd::run(status.clone(), systemd::stall_limit(&cfg)));
         supervisor::run(&cfg, shutdown, status).await;
+        let _ = notifier.await;
+        anyhow::Ok(())
     });
-    Ok(())
+    // A blocking task stuck in GStreamer must not hold the exit up.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    result
+}
+
+fn unix_signal(kind: SignalKind) -> anyhow::Result<Signal> {
+    signal(kind).with_context(|| format!("installing a handler for signal {}", kind.as_raw_value()))
 }

@@ -85,7 +85,15 @@ pub async fn run(
     shutdown: CancellationToken,
     status: &Status,
 ) -> Result<Summary, Failure> {
-    let mut session = match Session::start(cfg, session_id, status).await {
+    // Start-up (building the pipeline, connecting) is cut short by shutdown too; dropping the
+    // half-built session sets its pipeline to `Null`.
+    let started = tokio::select! {
+        started = Session::start(cfg, session_id.clone(), status) => started,
+        _ = shutdown.cancelled() => {
+            return Ok(Summary { session_id, streamed: None });
+        }
+    };
+    let mut session = match started {
         Ok(s) => s,
         Err(error) => {
             return Err(Failure {
@@ -157,7 +165,8 @@ impl<'a> Session<'a> {
         Counters::bump(&status.counters.sessions_started);
         status.set_phase(Phase::Starting);
         let (tx, events) = mpsc::unbounded_channel();
-        let (guard, webrtc, channel) = build_media(cfg, &tx)?;
+        let (mut guard, webrtc, channel) = build_media(cfg, &tx)?;
+        guard.track(&status.pipelines_running, &status.pipelines_alive);
         status.set_phase(Phase::Connecting);
         let signalling = signalling::connect(&cfg.signalling).await?;
         status.set_phase(Phase::Negotiating {
@@ -462,24 +471,37 @@ impl<'a> Session<'a> {
     /// pipeline to `Null`, then the socket closed with a close frame.
     async fn stop(&mut self, graceful: bool) {
         if let Some(guard) = self.guard.take() {
-            if graceful {
+            // Before the answer no media has flowed and webrtcbin still blocks its sink pads:
+            // an EOS would have nothing to drain and could block there, so skip it.
+            if graceful && self.answered {
+                debug!("stopping: EOS");
                 let pipeline = guard.pipeline().clone();
-                pipeline.send_event(gst::event::Eos::new());
-                if let Some(bus) = pipeline.bus() {
-                    let waited = tokio::task::spawn_blocking(move || {
+                // `send_event` may wait on a streaming thread: keep it off the runtime, and
+                // bounded; setting `Null` below releases anything still stuck.
+                let drained = tokio::task::spawn_blocking(move || {
+                    pipeline.send_event(gst::event::Eos::new());
+                    pipeline.bus().and_then(|bus| {
                         bus.timed_pop_filtered(
                             gst::ClockTime::from_mseconds(EOS_GRACE.as_millis() as u64),
                             &[gst::MessageType::Eos, gst::MessageType::Error],
                         )
-                    });
-                    let _ = waited.await;
+                    })
+                });
+                if tokio::time::timeout(EOS_GRACE + Duration::from_millis(100), drained)
+                    .await
+                    .is_err()
+                {
+                    debug!("EOS did not drain in time");
                 }
             }
+            debug!("stopping: pipeline to Null");
             drop(guard);
         }
         if let Some(handle) = self.signalling.take() {
+            debug!("stopping: closing the socket");
             handle.close(Duration::from_millis(800)).await;
         }
+        debug!("stopped");
     }
 }
 

@@ -16,6 +16,9 @@ use airsync_streamer::config::{Config, FileConfig, IceConfig, StreamArgs};
 use airsync_streamer::protocol::{self, Envelope};
 use airsync_streamer::server::answerer::{self, Answerer, ReceivedMedia};
 
+pub mod fault_server;
+pub mod process;
+
 pub const LOOPBACK: &str = "127.0.0.1";
 
 pub fn init_tracing() {
