@@ -99,3 +99,68 @@ async fn two_hundred_sessions_leave_memory_and_threads_flat() {
         "RSS grew by over 25 % between sessions 50 and 200: {rss50} -> {rss200} KiB"
     );
 }
+
+/// A server that restarts every few seconds: each time the box streams again with a new
+/// sessionId. 4 cycles by default; `AIRSYNC_RESTART_CYCLES=60` runs it for minutes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn survives_a_server_restarting_every_few_seconds() {
+    init_tracing();
+    let cycles: u32 = std::env::var("AIRSYNC_RESTART_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4);
+    let mut server = FaultServer::start().await;
+    let addr = server.addr;
+    let cfg = box_config(&server.url());
+    let status = Arc::new(Status::default());
+    let shutdown = CancellationToken::new();
+    let task = {
+        let (status, shutdown) = (status.clone(), shutdown.clone());
+        tokio::spawn(async move { supervisor::run(&cfg, shutdown, status).await })
+    };
+    let mut ids = std::collections::HashSet::new();
+    let mut bridges = Vec::new();
+    for cycle in 1..=cycles {
+        let up = Instant::now();
+        let mut conn = server.next_conn(Duration::from_secs(20)).await;
+        let offer = conn.offer(Duration::from_secs(20)).await;
+        assert!(ids.insert(offer.session_id.clone()), "sessionId reused");
+        let bridge = conn.bridge(&loopback_ice());
+        let streamed = wait_for(Duration::from_secs(30), || {
+            bridge.received.video_frames() >= 30
+        })
+        .await;
+        assert!(streamed, "cycle {cycle}: no media");
+        let (rss, threads) = rss_and_threads();
+        println!(
+            "cycle {cycle}: streaming {:?} after the server came up; RSS {rss} KiB, threads {threads}",
+            up.elapsed()
+        );
+        bridges.push(bridge);
+        // Crash the server, keep it down for a moment, bring it back on the same port.
+        drop(server);
+        wait_for(Duration::from_secs(10), || {
+            Counters::get(&status.counters.sessions_failed) >= u64::from(cycle) + 1
+        })
+        .await;
+        server = FaultServer::start_on(addr, None).await;
+        for bridge in bridges.drain(..) {
+            bridge.finish().await;
+        }
+    }
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("stops")
+        .unwrap();
+    assert_eq!(status.pipelines_running.get(), 0);
+    let freed = wait_for(Duration::from_secs(5), || status.pipelines_alive.get() == 0).await;
+    assert!(
+        freed,
+        "{} pipelines never freed",
+        status.pipelines_alive.get()
+    );
+    for bridge in bridges {
+        bridge.finish().await;
+    }
+}
