@@ -523,3 +523,30 @@ async fn shutdown_during_negotiation_is_prompt() {
         "no close frame"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_that_vanishes_while_the_socket_stays_open_restarts() {
+    let mut server = FaultServer::start().await;
+    let mut cfg = cfg_for(&server);
+    cfg.ice.disconnected_timeout = Duration::from_secs(2);
+    let running = RunningBox::start(cfg);
+    let mut conn = server.next_conn(CONNECT).await;
+    let offer = conn.offer(CONNECT).await;
+    let bridge = conn.bridge(&loopback_ice());
+    wait_streaming(&running, &bridge, &offer, 10).await;
+    let killed = Instant::now();
+    bridge.kill_peer();
+    let mut conn2 = server.next_conn(Duration::from_secs(90)).await;
+    let offer2 = conn2.offer(CONNECT).await;
+    println!(
+        "new session {:?} after the peer vanished; reason: {:?}",
+        killed.elapsed(),
+        running.status.last_error.lock().unwrap()
+    );
+    assert_ne!(offer.session_id, offer2.session_id);
+    let bridge2 = conn2.bridge(&loopback_ice());
+    wait_streaming(&running, &bridge2, &offer2, 10).await;
+    running.report("peer vanished");
+    running.stop().await;
+    bridge2.finish().await;
+}

@@ -187,6 +187,12 @@ impl Bridge {
         self.send_text(value.to_string());
     }
 
+    /// The answering peer vanishes (its pipeline goes to NULL, no goodbye) while the socket
+    /// stays open, as when the server's media side dies.
+    pub fn kill_peer(&self) {
+        self.forward.abort();
+    }
+
     /// Waits until the answerer's side of the connection has wound down.
     pub async fn finish(self) {
         let _ = tokio::time::timeout(Duration::from_secs(5), self.forward).await;
