@@ -164,3 +164,82 @@ async fn survives_a_server_restarting_every_few_seconds() {
         bridge.finish().await;
     }
 }
+
+/// `(VmRSS in KiB, Threads)` of another process we spawned.
+fn rss_and_threads_of(pid: i32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("Threads:"))
+}
+
+/// Sessions that really stream (ICE, DTLS, SCTP, encoders) before the server drops the
+/// socket, measured on the binary alone, so the in-process answerers do not count.
+/// `AIRSYNC_STREAMING_SESSIONS` sets how many (default 30, about a minute).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streaming_sessions_leave_the_binary_flat() {
+    use common::process::BoxProcess;
+    init_tracing();
+    let sessions: u64 = std::env::var("AIRSYNC_STREAMING_SESSIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30);
+    let mut server = FaultServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[signalling]\nurl = \"{}\"\n[pipeline]\nfile = \"{}\"\n[ice]\nlocal_addresses = [\"127.0.0.1\"]\n[reconnect]\ninitial = \"50ms\"\nmax = \"50ms\"\n[log]\nlevel = \"warn\"\n",
+            server.url(),
+            repo_path("pipelines/test.pipeline").display()
+        ),
+    )
+    .unwrap();
+    let mut process = BoxProcess::spawn(&["--config", config.to_str().unwrap()], &[]);
+    let checkpoints = [1, sessions / 3, sessions];
+    let mut seen = Vec::new();
+    for n in 1..=sessions {
+        let mut conn = server.next_conn(Duration::from_secs(20)).await;
+        conn.offer(Duration::from_secs(20)).await;
+        let bridge = conn.bridge(&loopback_ice());
+        let flowing = wait_for(Duration::from_secs(30), || {
+            bridge.received.video_frames() >= 10
+        })
+        .await;
+        assert!(flowing, "session {n}: no media");
+        bridge
+            .to_box
+            .send(common::fault_server::ToBox::Drop)
+            .unwrap();
+        let state = bridge.state.clone();
+        wait_for(Duration::from_secs(5), || state.is_gone()).await;
+        bridge.finish().await;
+        if checkpoints.contains(&n) {
+            let (rss, threads) = rss_and_threads_of(process.pid());
+            println!(
+                "binary after streaming session {n:>3}: RSS {rss:>7} KiB, threads {threads:>3}"
+            );
+            seen.push((rss, threads));
+        }
+    }
+    process.signal(libc::SIGTERM);
+    let status = process.wait_exit(Duration::from_secs(5)).await;
+    assert_eq!(status.and_then(|s| s.code()), Some(0));
+    let (rss_mid, threads_mid) = seen[1];
+    let (rss_end, threads_end) = seen[2];
+    assert!(
+        threads_end <= threads_mid + 4,
+        "threads grew: {threads_mid} -> {threads_end}"
+    );
+    assert!(
+        rss_end <= rss_mid + rss_mid / 4,
+        "RSS grew by over 25 %: {rss_mid} -> {rss_end} KiB"
+    );
+}
