@@ -20,9 +20,10 @@ packages=(
   gstreamer1.0-nice           # nicesrc/nicesink, libnice ICE agent
   gstreamer1.0-alsa
   gstreamer1.0-pulseaudio
+  ca-certificates             # system roots for wss:// certificate verification
 )
 if [[ "${1:-}" == "--test" ]]; then
-  packages+=(coturn chromium systemd procps iproute2 openssl)
+  packages+=(coturn chromium systemd procps iproute2 openssl)   # systemd: systemd-analyze verify/security
 fi
 
 # Rust comes from rustup (Debian 12's rustc 1.63 is too old for the GStreamer bindings).

@@ -283,7 +283,7 @@ impl Config {
 
         let token = match (&args.token_file, file.signalling.token) {
             (Some(path), _) => Some(SecretSource::File { file: path.clone() }),
-            (None, t) => t,
+            (None, t) => t.map(|t| t.relative_to(base)),
         }
         .map(|s| s.resolve())
         .transpose()
@@ -327,7 +327,15 @@ impl Config {
                     format!("not a JSON list of ICE servers: {e}"),
                 )
             })?,
-            None => file.ice.servers,
+            None => file
+                .ice
+                .servers
+                .into_iter()
+                .map(|mut s| {
+                    s.credential = s.credential.map(|c| c.relative_to(base));
+                    s
+                })
+                .collect(),
         };
         let servers = servers
             .into_iter()

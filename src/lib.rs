@@ -10,3 +10,4 @@ pub mod server;
 pub mod session;
 pub mod signalling;
 pub mod supervisor;
+pub mod systemd;

@@ -6,12 +6,13 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use gst::prelude::ElementExt;
+use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
 use airsync_streamer::config::{Config, FileConfig, IceConfig, StreamArgs};
 use airsync_streamer::metrics::Status;
 use airsync_streamer::server::{self, ServeConfig};
-use airsync_streamer::{logging, media, supervisor};
+use airsync_streamer::{logging, media, supervisor, systemd};
 
 /// Streams a camera and a microphone to a WebRTC server through GStreamer's webrtcbin.
 /// With no command and no --url or --config, runs `demo`.
@@ -114,14 +115,26 @@ fn init_logging(level: &str) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Cancels the token on Ctrl-C (and SIGTERM-free: systemd's stop goes through the supervisor).
-fn cancel_on_ctrl_c(shutdown: &CancellationToken) {
+/// Cancels the token on SIGTERM (systemd's stop) or SIGINT (Ctrl-C), after `on_stop`.
+fn cancel_on_signal(shutdown: &CancellationToken, on_stop: fn()) -> Result<(), Failure> {
+    let install = |kind: SignalKind| {
+        signal(kind)
+            .with_context(|| format!("installing a handler for signal {}", kind.as_raw_value()))
+            .map_err(Failure::Run)
+    };
+    let mut term = install(SignalKind::terminate())?;
+    let mut int = install(SignalKind::interrupt())?;
     let signals = shutdown.clone();
     tokio::spawn(async move {
-        let _ = tokio::signal::ctrl_c().await;
-        tracing::info!("stopping");
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        tracing::info!(signal = name, "stopping");
+        on_stop();
         signals.cancel();
     });
+    Ok(())
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
@@ -137,12 +150,19 @@ fn stream(args: StreamArgs) -> Result<(), Failure> {
     media::pipeline::load(&cfg.pipeline.file)
         .with_context(|| format!("checking {}", cfg.pipeline.file.display()))
         .map_err(Failure::Run)?;
-    runtime()?.block_on(async {
+    let runtime = runtime()?;
+    let result = runtime.block_on(async {
         let shutdown = CancellationToken::new();
-        cancel_on_ctrl_c(&shutdown);
-        supervisor::run(&cfg, shutdown, Arc::new(Status::default())).await;
+        let status = Arc::new(Status::default());
+        cancel_on_signal(&shutdown, systemd::stopping)?;
+        let notifier = tokio::spawn(systemd::run(status.clone(), systemd::stall_limit(&cfg)));
+        supervisor::run(&cfg, shutdown, status).await;
+        let _ = notifier.await;
+        Ok(())
     });
-    Ok(())
+    // A blocking task stuck in GStreamer must not hold the exit up.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    result
 }
 
 fn serve_config(args: &ServeArgs, ice_addresses: Vec<IpAddr>) -> ServeConfig {
@@ -168,7 +188,7 @@ fn serve(args: ServeArgs) -> Result<(), Failure> {
             server.viewer_url()
         );
         println!("boxes connect to {}", server.box_url());
-        cancel_on_ctrl_c(&shutdown);
+        cancel_on_signal(&shutdown, || {})?;
         server
             .run(shutdown)
             .await
@@ -217,7 +237,7 @@ fn demo(args: DemoArgs) -> Result<(), Failure> {
         println!("  open {viewer} in a browser to watch; Ctrl-C stops");
         println!();
         let shutdown = CancellationToken::new();
-        cancel_on_ctrl_c(&shutdown);
+        cancel_on_signal(&shutdown, || {})?;
         let serving = tokio::spawn(server.run(shutdown.clone()));
         supervisor::run(&box_cfg, shutdown.clone(), Arc::new(Status::default())).await;
         shutdown.cancel();

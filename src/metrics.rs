@@ -1,7 +1,8 @@
 //! Counters and the current phase of the box. The rest of the code only bumps them; systemd
 //! STATUS, logs and tests read them.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 
@@ -30,11 +31,39 @@ impl Counters {
     }
 }
 
+/// A value that goes up and down. Clones share the value, so a gauge can be handed to an
+/// object that outlives the borrow of [`Status`] (a pipeline's finalisation, say).
+#[derive(Debug, Clone, Default)]
+pub struct Gauge(Arc<AtomicI64>);
+
+impl Gauge {
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn dec(&self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> i64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
 /// Shared by the supervisor, its sessions and whoever watches them.
 #[derive(Debug)]
 pub struct Status {
     pub phase: watch::Sender<Phase>,
     pub counters: Counters,
+    /// Pipelines out of `Null`: up while a session's `PipelineGuard` lives. 0 once every
+    /// session has ended; anything else is a leaked, running pipeline.
+    pub pipelines_running: Gauge,
+    /// Pipeline objects not yet finalised (freed by GLib). It falls back to 0 shortly after a
+    /// session ends unless something (a signal closure, a task) still holds the pipeline.
+    pub pipelines_alive: Gauge,
+    /// Why the last session failed, for systemd's STATUS line. Never holds a secret: errors
+    /// name files, devices and URLs without their query.
+    pub last_error: Mutex<Option<String>>,
 }
 
 impl Default for Status {
@@ -42,6 +71,9 @@ impl Default for Status {
         Status {
             phase: watch::Sender::new(Phase::Starting),
             counters: Counters::default(),
+            pipelines_running: Gauge::default(),
+            pipelines_alive: Gauge::default(),
+            last_error: Mutex::new(None),
         }
     }
 }

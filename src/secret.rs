@@ -70,6 +70,17 @@ pub enum SecretError {
 }
 
 impl SecretSource {
+    /// A relative `file` is read from `base` (the config file's folder), like other paths
+    /// in the file.
+    pub fn relative_to(self, base: &Path) -> SecretSource {
+        match self {
+            SecretSource::File { file } => SecretSource::File {
+                file: base.join(file),
+            },
+            other => other,
+        }
+    }
+
     pub fn resolve(&self) -> Result<Secret, SecretError> {
         match self {
             SecretSource::Inline(v) => Ok(Secret::new(v.clone())),

@@ -85,7 +85,15 @@ pub async fn run(
     shutdown: CancellationToken,
     status: &Status,
 ) -> Result<Summary, Failure> {
-    let mut session = match Session::start(cfg, session_id, status).await {
+    // Start-up (building the pipeline, connecting) is cut short by shutdown too; dropping the
+    // half-built session sets its pipeline to `Null`.
+    let started = tokio::select! {
+        started = Session::start(cfg, session_id.clone(), status) => started,
+        _ = shutdown.cancelled() => {
+            return Ok(Summary { session_id, streamed: None });
+        }
+    };
+    let mut session = match started {
         Ok(s) => s,
         Err(error) => {
             return Err(Failure {
@@ -161,7 +169,8 @@ impl<'a> Session<'a> {
         Counters::bump(&status.counters.sessions_started);
         status.set_phase(Phase::Starting);
         let (tx, events) = mpsc::unbounded_channel();
-        let (guard, webrtc, channel) = build_media(cfg, &tx)?;
+        let (mut guard, webrtc, channel) = build_media(cfg, &tx)?;
+        guard.track(&status.pipelines_running, &status.pipelines_alive);
         status.set_phase(Phase::Connecting);
         let signalling = signalling::connect(&cfg.signalling).await?;
         status.set_phase(Phase::Negotiating {
@@ -489,12 +498,15 @@ impl<'a> Session<'a> {
                     debug!("EOS did not drain in time; stopping the pipeline anyway");
                 }
             }
+            debug!("stopping: pipeline to Null");
             // Null flushes every pad, which releases webrtcbin's blocked input pads too.
             let _ = tokio::task::spawn_blocking(move || drop(guard)).await;
         }
         if let Some(handle) = self.signalling.take() {
+            debug!("stopping: closing the socket");
             handle.close(Duration::from_millis(800)).await;
         }
+        debug!("stopped");
     }
 }
 

@@ -61,6 +61,9 @@ pub async fn run(cfg: &Config, shutdown: CancellationToken, status: Arc<Status>)
             }
             Err(failure) => {
                 Counters::bump(&status.counters.sessions_failed);
+                if let Ok(mut last) = status.last_error.lock() {
+                    *last = Some(failure.error.to_string());
+                }
                 span.in_scope(|| match &failure.error {
                     SessionError::Media(e) => error!(reason = %e, "session failed"),
                     e => warn!(reason = %e, streamed = ?failure.streamed, "session ended"),

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use gst::prelude::*;
 
 use super::MediaError;
+use crate::metrics::Gauge;
 
 /// Debian package that ships each element a description is likely to use, for error messages.
 const ELEMENT_PACKAGES: &[(&str, &str)] = &[
@@ -55,8 +56,13 @@ pub fn parse(description: &str, path: &Path) -> Result<gst::Pipeline, MediaError
         Some(&mut context),
         gst::ParseFlags::FATAL_ERRORS,
     );
+    // GStreamer 1.22 also lists elements here whose properties failed to parse: only an
+    // element with no factory is really missing.
     let missing = context.missing_elements();
-    if let Some(element) = missing.first() {
+    if let Some(element) = missing
+        .iter()
+        .find(|e| gst::ElementFactory::find(e.as_str()).is_none())
+    {
         return Err(MediaError::MissingElement {
             element: element.to_string(),
             package: package_for(element),
@@ -123,11 +129,25 @@ pub fn check_devices(pipeline: &gst::Pipeline) -> Result<(), MediaError> {
 }
 
 /// Sets the pipeline to `Null` when dropped, so no session can leak a running pipeline.
-pub struct PipelineGuard(gst::Pipeline);
+pub struct PipelineGuard(gst::Pipeline, Option<Gauge>);
 
 impl PipelineGuard {
     pub fn new(pipeline: gst::Pipeline) -> Self {
-        PipelineGuard(pipeline)
+        PipelineGuard(pipeline, None)
+    }
+
+    /// Counts the pipeline in `running` until the guard drops and in `alive` until GLib
+    /// finalises it, so tests and the soak run can see leaks.
+    pub fn track(&mut self, running: &Gauge, alive: &Gauge) {
+        if self.1.is_some() {
+            return;
+        }
+        let alive = alive.clone();
+        alive.inc();
+        // The notification fires when the object is finalised; the handle need not be kept.
+        drop(self.0.add_weak_ref_notify(move || alive.dec()));
+        running.inc();
+        self.1 = Some(running.clone());
     }
 
     pub fn pipeline(&self) -> &gst::Pipeline {
@@ -138,6 +158,9 @@ impl PipelineGuard {
 impl Drop for PipelineGuard {
     fn drop(&mut self) {
         let _ = self.0.set_state(gst::State::Null);
+        if let Some(running) = self.1.take() {
+            running.dec();
+        }
     }
 }
 

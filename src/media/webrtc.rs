@@ -91,6 +91,7 @@ impl WebRtc {
                 }
             }
         }
+        enable_keepalive_checks(&self.bin);
         Ok(())
     }
 
@@ -390,4 +391,27 @@ fn add_header_extensions(payloader: &gst::Element, mline: u32) -> Result<(), Med
         payloader.emit_by_name::<()>("add-extension", &[&ext]);
     }
     Ok(())
+}
+
+/// libnice's keepalives are STUN indications that nobody answers, so a peer that vanishes
+/// without a goodbye (power cut, network gone) leaves ICE `connected` forever. With
+/// `keepalive-conncheck` they are binding requests that time out, and ICE goes `failed`,
+/// which ends the session. Done only where the agent exposes the property as writable.
+fn enable_keepalive_checks(bin: &gst::Element) {
+    let webrtc_ice: gst::glib::Object = bin.property("ice-agent");
+    if webrtc_ice.find_property("agent").is_none() {
+        return;
+    }
+    let Some(agent) = webrtc_ice.property::<Option<gst::glib::Object>>("agent") else {
+        return;
+    };
+    let Some(spec) = agent.find_property("keepalive-conncheck") else {
+        return;
+    };
+    let flags = spec.flags();
+    if flags.contains(gst::glib::ParamFlags::WRITABLE)
+        && !flags.contains(gst::glib::ParamFlags::CONSTRUCT_ONLY)
+    {
+        agent.set_property("keepalive-conncheck", true);
+    }
 }

@@ -19,6 +19,9 @@ use airsync_streamer::server::answerer::{self, Answerer, ReceivedMedia};
 use airsync_streamer::supervisor;
 use tokio_util::sync::CancellationToken;
 
+pub mod fault_server;
+pub mod process;
+
 pub const LOOPBACK: &str = "127.0.0.1";
 
 pub fn init_tracing() {

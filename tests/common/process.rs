@@ -1,0 +1,100 @@
+//! The real binary as a subprocess: its output captured line by line, signals sent to the PID
+//! the test spawned (and only that one).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_airsync-streamer");
+
+pub struct BoxProcess {
+    child: Child,
+    /// stdout and stderr, interleaved as they arrived.
+    pub lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl BoxProcess {
+    pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> BoxProcess {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("WATCHDOG_PID")
+            .env_remove("AIRSYNC_CONFIG")
+            .env_remove("AIRSYNC_LOG")
+            .env_remove("RUST_LOG")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("the binary starts");
+        let lines: Arc<Mutex<Vec<String>>> = Arc::default();
+        let out = child.stdout.take().unwrap();
+        let err = child.stderr.take().unwrap();
+        for pipe in [
+            Box::new(out) as Box<dyn std::io::Read + Send>,
+            Box::new(err),
+        ] {
+            let lines = lines.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    eprintln!("[box] {line}");
+                    lines.lock().unwrap().push(line);
+                }
+            });
+        }
+        BoxProcess { child, lines }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on the PID of our own child process.
+        let rc = unsafe { libc::kill(self.pid(), signal) };
+        assert_eq!(rc, 0, "kill({}, {signal})", self.pid());
+    }
+
+    pub fn output(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+
+    pub fn count_lines(&self, pred: impl Fn(&str) -> bool) -> usize {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| pred(l))
+            .count()
+    }
+
+    /// Waits for the process to exit, at most `within`. `None` if it is still running.
+    pub async fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + within;
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tick.tick().await;
+        }
+    }
+}
+
+impl Drop for BoxProcess {
+    fn drop(&mut self) {
+        // A test that failed half-way must not leave its box running.
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
