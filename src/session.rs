@@ -15,6 +15,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::config::Config;
+use crate::media::congestion::{self, RateControl};
+use crate::media::recovery::{self, AudioLoss};
 use crate::media::{self, candidate, sdp, MediaError, MediaEvent, PipelineGuard, WebRtc};
 use crate::metrics::{Counters, Status};
 use crate::protocol::{self, Envelope, Signal};
@@ -36,6 +38,8 @@ pub enum Phase {
 const MAX_PENDING_CANDIDATES: usize = 512;
 /// How long a stopping session waits for EOS to drain before forcing the pipeline down.
 const EOS_GRACE: Duration = Duration::from_millis(700);
+/// How often RTCP statistics are read to tune Opus FEC to the reported loss.
+const LOSS_POLL: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
@@ -121,6 +125,8 @@ struct Session<'a> {
     offer_sent_at: Option<Instant>,
     connected_at: Option<Instant>,
     disconnected_since: Option<Instant>,
+    rate: Option<RateControl>,
+    audio_loss: AudioLoss,
 }
 
 /// Builds the pipeline and webrtcbin set-up for one session, not yet playing.
@@ -137,6 +143,10 @@ pub fn build_media(
     webrtc.configure_ice(&cfg.ice)?;
     webrtc.configure_sender()?;
     webrtc.connect_signals(tx);
+    if cfg.video.congestion_control {
+        let audio_bps = congestion::audio_bitrate(guard.pipeline(), &cfg.audio);
+        congestion::attach_estimator(&webrtc, &cfg.video, audio_bps, tx);
+    }
     // webrtcbin refuses data channels while NULL ("closed"), and they must exist before PLAYING.
     if let Err(e) = guard.pipeline().set_state(gst::State::Ready) {
         let detail = first_bus_error(guard.pipeline())
@@ -158,6 +168,11 @@ impl<'a> Session<'a> {
         status.set_phase(Phase::Starting);
         let (tx, events) = mpsc::unbounded_channel();
         let (guard, webrtc, channel) = build_media(cfg, &tx)?;
+        let rate = cfg.video.congestion_control.then(|| {
+            let audio_bps = congestion::audio_bitrate(guard.pipeline(), &cfg.audio);
+            RateControl::new(guard.pipeline(), &cfg.video, audio_bps)
+        });
+        let audio_loss = AudioLoss::new(guard.pipeline(), &cfg.audio);
         status.set_phase(Phase::Connecting);
         let signalling = signalling::connect(&cfg.signalling).await?;
         status.set_phase(Phase::Negotiating {
@@ -184,6 +199,8 @@ impl<'a> Session<'a> {
             offer_sent_at: None,
             connected_at: None,
             disconnected_since: None,
+            rate,
+            audio_loss,
         })
     }
 
@@ -194,6 +211,8 @@ impl<'a> Session<'a> {
             .and_then(|g| g.pipeline().bus())
             .expect("a pipeline has a bus");
         let mut bus_messages = bus.stream();
+        let mut loss_poll = tokio::time::interval(LOSS_POLL);
+        loss_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let answer_deadline = self
                 .offer_sent_at
@@ -215,6 +234,9 @@ impl<'a> Session<'a> {
                     None => return Err(SessionError::SocketClosed("socket task ended".into())),
                 },
                 Some(msg) = bus_messages.next() => self.on_bus_message(&msg)?,
+                _ = loss_poll.tick(), if self.connected_at.is_some() && self.audio_loss.is_active() => {
+                    self.poll_loss().await;
+                }
                 _ = sleep_until(answer_deadline) => {
                     return Err(SessionError::AnswerTimeout(self.cfg.signalling.answer_timeout));
                 }
@@ -310,8 +332,35 @@ impl<'a> Session<'a> {
             MediaEvent::RemoteDataChannel(_) => {
                 debug!("ignoring a data channel opened by the server");
             }
+            MediaEvent::EstimatedBitrate(bps) => {
+                let counters = &self.status.counters;
+                Counters::bump(&counters.bandwidth_estimates);
+                Counters::set(&counters.bandwidth_estimate_bps, bps.into());
+                if let Some(rate) = &mut self.rate {
+                    rate.on_estimate(bps);
+                    Counters::set(&counters.video_bitrate_kbps, rate.video_kbps().into());
+                }
+            }
+            MediaEvent::EstimatorMissing(e) => {
+                warn!(error = %e, "no rtpgccbwe: the video bitrate stays fixed");
+            }
         }
         Ok(())
+    }
+
+    /// Opus FEC follows the loss the receiver's RTCP reports show.
+    async fn poll_loss(&mut self) {
+        let Ok(stats) = self.webrtc.stats().await else {
+            return;
+        };
+        if let Some(fraction) = recovery::fraction_lost(&stats) {
+            if let Some(percent) = self.audio_loss.on_fraction_lost(fraction) {
+                Counters::set(
+                    &self.status.counters.audio_expected_loss_percent,
+                    percent as u64,
+                );
+            }
+        }
     }
 
     async fn on_negotiation_needed(&mut self) -> Result<(), SessionError> {
