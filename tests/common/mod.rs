@@ -2,6 +2,8 @@
 //! protocol, with a real receiving webrtcbin (the answerer) behind each connection.
 #![allow(dead_code)]
 
+pub mod relay;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -70,9 +72,13 @@ pub enum Dir {
 /// Every text frame that crossed the socket, in order.
 pub type FrameLog = Arc<Mutex<Vec<(Dir, String)>>>;
 
+/// When each offer, answer and candidate crossed the socket: (direction, type, time).
+pub type SignalTimes = Arc<Mutex<Vec<(Dir, String, std::time::Instant)>>>;
+
 pub struct ProtocolServer {
     pub addr: SocketAddr,
     pub frames: FrameLog,
+    pub signal_times: SignalTimes,
     /// One entry per connection: what its answerer decodes.
     pub sessions: mpsc::UnboundedReceiver<Arc<ReceivedMedia>>,
 }
@@ -103,11 +109,20 @@ impl ProtocolServer {
 
 /// Starts the server on 127.0.0.1:0. Each connection gets its own answerer with `ice`.
 pub async fn start_server(ice: IceConfig) -> ProtocolServer {
+    start_server_via(ice, None).await
+}
+
+/// Like [`start_server`], with every media packet routed through `relay`: the answerer's UDP
+/// host candidate is rewritten to the relay's address (the others are dropped) and the box's
+/// candidates are withheld from the answerer, which learns the relay as peer-reflexive.
+pub async fn start_server_via(ice: IceConfig, relay: Option<Arc<relay::Relay>>) -> ProtocolServer {
     let listener = TcpListener::bind((LOOPBACK, 0)).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let frames = FrameLog::default();
+    let signal_times = SignalTimes::default();
     let (sessions_tx, sessions) = mpsc::unbounded_channel();
     let log = frames.clone();
+    let times = signal_times.clone();
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
             let Ok(ws) = async_tungstenite::tokio::accept_async(tcp).await else {
@@ -115,12 +130,19 @@ pub async fn start_server(ice: IceConfig) -> ProtocolServer {
             };
             let answerer = Answerer::new(&ice).expect("answerer starts");
             let _ = sessions_tx.send(answerer.received.clone());
-            tokio::spawn(serve_connection(ws, answerer, log.clone()));
+            tokio::spawn(serve_connection(
+                ws,
+                answerer,
+                log.clone(),
+                times.clone(),
+                relay.clone(),
+            ));
         }
     });
     ProtocolServer {
         addr,
         frames,
+        signal_times,
         sessions,
     }
 }
@@ -129,6 +151,8 @@ async fn serve_connection<S>(
     ws: async_tungstenite::WebSocketStream<S>,
     answerer: Answerer,
     log: FrameLog,
+    times: SignalTimes,
+    relay: Option<Arc<relay::Relay>>,
 ) where
     S: futures::AsyncRead + futures::AsyncWrite + Unpin + Send + 'static,
 {
@@ -142,13 +166,30 @@ async fn serve_connection<S>(
                 Some(Ok(Message::Text(text))) => {
                     log.lock().unwrap().push((Dir::FromBox, text.to_string()));
                     if let Ok(inbound) = protocol::decode(&text) {
-                        let _ = in_tx.send(inbound.envelope).await;
+                        times.lock().unwrap().push((Dir::FromBox, signal_kind(&inbound.envelope.signal).into(), std::time::Instant::now()));
+                        let withheld = relay.is_some()
+                            && matches!(inbound.envelope.signal, protocol::Signal::Candidate { .. });
+                        if !withheld {
+                            let _ = in_tx.send(inbound.envelope).await;
+                        }
                     }
                 }
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
                 Some(Ok(_)) => {}
             },
-            Some(envelope) = out_rx.recv() => {
+            Some(mut envelope) = out_rx.recv() => {
+                if let (Some(relay), protocol::Signal::Candidate { candidate, .. }) =
+                    (&relay, &mut envelope.signal)
+                {
+                    match relay::rewrite_host_candidate(candidate, relay.addr) {
+                        Some((rewritten, real)) => {
+                            relay.set_receiver(real);
+                            *candidate = rewritten;
+                        }
+                        None => continue,
+                    }
+                }
+                times.lock().unwrap().push((Dir::ToBox, signal_kind(&envelope.signal).into(), std::time::Instant::now()));
                 let text = protocol::encode(&envelope);
                 log.lock().unwrap().push((Dir::ToBox, text.clone()));
                 if sink.send(Message::text(text)).await.is_err() {
@@ -173,5 +214,14 @@ pub async fn wait_for(within: Duration, mut cond: impl FnMut() -> bool) -> bool 
             return false;
         }
         tick.tick().await;
+    }
+}
+
+fn signal_kind(signal: &protocol::Signal) -> &'static str {
+    match signal {
+        protocol::Signal::Offer { .. } => "offer",
+        protocol::Signal::Answer { .. } => "answer",
+        protocol::Signal::Candidate { .. } => "candidate",
+        protocol::Signal::EndOfCandidates => "end-of-candidates",
     }
 }
