@@ -23,6 +23,8 @@ pub struct Counters {
     pub bandwidth_estimates: AtomicU64,
     pub bandwidth_estimate_bps: AtomicU64,
     pub video_bitrate_kbps: AtomicU64,
+    /// 0 full picture, 1 half size, 2 half size at half frame rate (see `congestion.rs`).
+    pub video_picture_level: AtomicU64,
     /// The Opus encoder's `packet-loss-percentage`, following RTCP receiver reports.
     pub audio_expected_loss_percent: AtomicU64,
 }

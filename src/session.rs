@@ -296,6 +296,11 @@ impl<'a> Session<'a> {
                         self.disconnected_since = None;
                         if self.connected_at.is_none() {
                             self.connected_at = Some(Instant::now());
+                            if let Some(guard) = &self.guard {
+                                let sent =
+                                    recovery::request_key_frame(guard.pipeline(), &self.cfg.video);
+                                debug!(sent, "key frame requested for the new peer");
+                            }
                             Counters::bump(&self.status.counters.sessions_streamed);
                             self.status.set_phase(Phase::Streaming {
                                 session_id: self.session_id.clone(),
@@ -339,6 +344,7 @@ impl<'a> Session<'a> {
                 if let Some(rate) = &mut self.rate {
                     rate.on_estimate(bps);
                     Counters::set(&counters.video_bitrate_kbps, rate.video_kbps().into());
+                    Counters::set(&counters.video_picture_level, rate.level() as u64);
                 }
             }
             MediaEvent::EstimatorMissing(e) => {

@@ -91,10 +91,11 @@ impl Streaming {
     fn print_estimate(&self) {
         let c = &self.status.counters;
         println!(
-            "  estimates received {}, last estimate {} kbit/s, video encoder {} kbit/s",
+            "  estimates received {}, last estimate {} kbit/s, video encoder {} kbit/s, picture level {}",
             Counters::get(&c.bandwidth_estimates),
             Counters::get(&c.bandwidth_estimate_bps) / 1000,
-            Counters::get(&c.video_bitrate_kbps)
+            Counters::get(&c.video_bitrate_kbps),
+            Counters::get(&c.video_picture_level)
         );
     }
 

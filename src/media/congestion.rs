@@ -204,6 +204,15 @@ impl RateControl {
         self.controller.video_kbps()
     }
 
+    /// The picture level in force; always 0 without a scaling capsfilter.
+    pub fn level(&self) -> usize {
+        if self.scaler.is_some() {
+            self.controller.level()
+        } else {
+            0
+        }
+    }
+
     pub fn on_estimate(&mut self, estimate_bps: u32) {
         if estimate_bps != self.last_estimate {
             debug!(

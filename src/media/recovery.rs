@@ -9,7 +9,24 @@ use gst::prelude::*;
 use gst_webrtc::WebRTCStatsType;
 use tracing::debug;
 
-use crate::config::AudioConfig;
+use crate::config::{AudioConfig, VideoConfig};
+
+/// Asks the video encoder for a key frame at once, as a PLI would. Called when the peer
+/// connection comes up: the encoder has been running since PLAYING, and without this the
+/// receiver's first decodable frame waits for the next periodic IDR (up to `key-int-max`).
+pub fn request_key_frame(pipeline: &gst::Pipeline, video: &VideoConfig) -> bool {
+    let Some(src) = pipeline
+        .by_name(&video.encoder)
+        .and_then(|e| e.static_pad("src"))
+    else {
+        return false;
+    };
+    src.send_event(
+        gst_video::UpstreamForceKeyUnitEvent::builder()
+            .all_headers(true)
+            .build(),
+    )
+}
 
 /// The largest fraction lost (0..=1) any `remote-inbound-rtp` entry reports.
 pub fn fraction_lost(stats: &gst::StructureRef) -> Option<f64> {

@@ -14,6 +14,8 @@ use futures::StreamExt;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
+use gst::prelude::*;
+
 use airsync_streamer::config::{Config, FileConfig, IceConfig, StreamArgs};
 use airsync_streamer::protocol::{self, Envelope};
 use airsync_streamer::server::answerer::{self, Answerer, ReceivedMedia};
@@ -107,6 +109,16 @@ impl ProtocolServer {
     }
 }
 
+/// The answerer's jitter-buffer latency (webrtcbin `latency`, default 200 ms) from
+/// `AIRSYNC_RECEIVER_LATENCY_MS`, for the benchmark: webrtcbin holds the first packet that
+/// long, where a browser on loopback starts playing almost at once.
+fn receiver_latency_ms() -> Option<u32> {
+    std::env::var("AIRSYNC_RECEIVER_LATENCY_MS")
+        .ok()?
+        .parse()
+        .ok()
+}
+
 /// Starts the server on 127.0.0.1:0. Each connection gets its own answerer with `ice`.
 pub async fn start_server(ice: IceConfig) -> ProtocolServer {
     start_server_via(ice, None).await
@@ -129,6 +141,9 @@ pub async fn start_server_via(ice: IceConfig, relay: Option<Arc<relay::Relay>>) 
                 continue;
             };
             let answerer = Answerer::new(&ice).expect("answerer starts");
+            if let Some(ms) = receiver_latency_ms() {
+                answerer.webrtc().element().set_property("latency", ms);
+            }
             let _ = sessions_tx.send(answerer.received.clone());
             tokio::spawn(serve_connection(
                 ws,
