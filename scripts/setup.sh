@@ -22,7 +22,7 @@ packages=(
   gstreamer1.0-pulseaudio
 )
 if [[ "${1:-}" == "--test" ]]; then
-  packages+=(coturn chromium systemd procps iproute2)
+  packages+=(coturn chromium systemd procps iproute2 time)   # time: /usr/bin/time in scripts/bench.sh
 fi
 
 missing=()

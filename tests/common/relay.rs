@@ -50,23 +50,30 @@ pub struct RelayStats {
     pub packets_out: u64,
     pub lost_random: u64,
     pub dropped_queue: u64,
+    /// When each of those was dropped.
+    pub queue_drops: Vec<Instant>,
     pub packets_back: u64,
     /// RTP packets from the box by payload type (the header is clear text under SRTP).
     pub packets_by_pt: std::collections::BTreeMap<u8, u64>,
-    /// (arrival, bytes) of every packet from the box, for rates over windows.
-    pub arrivals: Vec<(Instant, u32)>,
+    /// (arrival, bytes, RTP payload type) of every packet from the box, for rates over windows.
+    pub arrivals: Vec<(Instant, u32, Option<u8>)>,
     /// (arrival, time spent queued before leaving the link).
     pub queue_delays: Vec<(Instant, Duration)>,
 }
 
 impl RelayStats {
-    /// Bits per second the box sent in `[from, to)`.
+    /// Bits per second the box sent in `[from, to)`, all packets.
     pub fn rate_between(&self, from: Instant, to: Instant) -> f64 {
+        self.rate_without(from, to, None)
+    }
+
+    /// Bits per second the box sent in `[from, to)`, leaving out RTP of payload type `except`.
+    pub fn rate_without(&self, from: Instant, to: Instant, except: Option<u8>) -> f64 {
         let bytes: u64 = self
             .arrivals
             .iter()
-            .filter(|(t, _)| *t >= from && *t < to)
-            .map(|(_, b)| *b as u64)
+            .filter(|(t, _, pt)| *t >= from && *t < to && (except.is_none() || *pt != except))
+            .map(|(_, b, _)| *b as u64)
             .sum();
         bytes as f64 * 8.0 / (to - from).as_secs_f64().max(1e-3)
     }
@@ -174,8 +181,9 @@ async fn run(
         let mut st = stats.lock().unwrap();
         st.packets_in += 1;
         st.bytes_in += n as u64;
-        st.arrivals.push((now, n as u32));
-        if let Some(pt) = rtp_payload_type(&buf[..n]) {
+        let pt = rtp_payload_type(&buf[..n]);
+        st.arrivals.push((now, n as u32, pt));
+        if let Some(pt) = pt {
             *st.packets_by_pt.entry(pt).or_default() += 1;
         }
         if imp.loss > 0.0 && rand::thread_rng().gen::<f64>() < imp.loss {
@@ -190,6 +198,7 @@ async fn run(
                 let backlog: usize = queue.iter().map(|(_, b)| b).sum();
                 if backlog + n > imp.queue_bytes {
                     st.dropped_queue += 1;
+                    st.queue_drops.push(now);
                     continue;
                 }
                 let serialise = Duration::from_secs_f64(n as f64 * 8.0 / rate as f64);
