@@ -38,7 +38,7 @@ pub enum Phase {
 const MAX_PENDING_CANDIDATES: usize = 512;
 /// How long a stopping session waits for EOS to drain before forcing the pipeline down.
 const EOS_GRACE: Duration = Duration::from_millis(700);
-/// How often RTCP statistics are read to tune Opus FEC to the reported loss.
+/// How often RTCP receiver reports are read to tune Opus FEC to the reported loss.
 const LOSS_POLL: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
@@ -235,7 +235,7 @@ impl<'a> Session<'a> {
                 },
                 Some(msg) = bus_messages.next() => self.on_bus_message(&msg)?,
                 _ = loss_poll.tick(), if self.connected_at.is_some() && self.audio_loss.is_active() => {
-                    self.poll_loss().await;
+                    self.poll_loss();
                 }
                 _ = sleep_until(answer_deadline) => {
                     return Err(SessionError::AnswerTimeout(self.cfg.signalling.answer_timeout));
@@ -355,11 +355,8 @@ impl<'a> Session<'a> {
     }
 
     /// Opus FEC follows the loss the receiver's RTCP reports show.
-    async fn poll_loss(&mut self) {
-        let Ok(stats) = self.webrtc.stats().await else {
-            return;
-        };
-        if let Some(fraction) = recovery::fraction_lost(&stats) {
+    fn poll_loss(&mut self) {
+        if let Some(fraction) = recovery::reported_fraction_lost(self.webrtc.element()) {
             if let Some(percent) = self.audio_loss.on_fraction_lost(fraction) {
                 Counters::set(
                     &self.status.counters.audio_expected_loss_percent,

@@ -6,7 +6,6 @@
 //! PLI/FIR from the receiver reaches the encoder as an upstream force-key-unit event.)
 
 use gst::prelude::*;
-use gst_webrtc::WebRTCStatsType;
 use tracing::debug;
 
 use crate::config::{AudioConfig, VideoConfig};
@@ -28,16 +27,32 @@ pub fn request_key_frame(pipeline: &gst::Pipeline, video: &VideoConfig) -> bool 
     )
 }
 
-/// The largest fraction lost (0..=1) any `remote-inbound-rtp` entry reports.
-pub fn fraction_lost(stats: &gst::StructureRef) -> Option<f64> {
-    stats
-        .iter()
-        .filter_map(|(_, v)| v.get::<gst::Structure>().ok())
-        .filter(|s| {
-            s.get::<WebRTCStatsType>("type").ok() == Some(WebRTCStatsType::RemoteInboundRtp)
-        })
-        .filter_map(|s| s.get::<f64>("fraction-lost").ok())
-        .filter(|f| f.is_finite())
+/// The largest fraction lost (0..=1) that the receiver's RTCP reports give for any of our
+/// streams, read from the RTP session inside webrtcbin. (webrtcbin 1.22's `get-stats` lists a
+/// `remote-inbound-rtp` entry for one SSRC of the bundle only, the video or its RTX, where
+/// retransmission hides the loss; Opus needs the audio stream's own loss.)
+pub fn reported_fraction_lost(webrtcbin: &gst::Element) -> Option<f64> {
+    let rtpbin = webrtcbin.downcast_ref::<gst::Bin>()?.by_name("rtpbin")?;
+    let session: gst::Element = rtpbin.emit_by_name("get-session", &[&0u32]);
+    let stats: gst::Structure = session.property("stats");
+    let sources = stats.get::<glib::ValueArray>("source-stats").ok()?;
+    fraction_lost(
+        sources
+            .iter()
+            .filter_map(|v| v.get::<gst::Structure>().ok()),
+    )
+}
+
+/// The largest `rb-fractionlost` in an rtpsession's `source-stats`: each remote source keeps
+/// the last report block it sent about one of our SSRCs (`rb-ssrc`) only, so the audio
+/// stream's loss shows when its block came last in the receiver's report; otherwise the
+/// video's (after retransmission, usually 0) shows. Known limitation.
+pub fn fraction_lost(sources: impl Iterator<Item = gst::Structure>) -> Option<f64> {
+    sources
+        .filter(|s| !s.get::<bool>("internal").unwrap_or(true))
+        .filter(|s| s.get::<bool>("have-rb").unwrap_or(false))
+        .filter_map(|s| s.get::<u32>("rb-fractionlost").ok())
+        .map(|f| f as f64 / 256.0)
         .reduce(f64::max)
 }
 
@@ -90,26 +105,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn fraction_lost_takes_remote_inbound_entries_only() {
+    fn fraction_lost_takes_remote_sources_with_reports() {
         crate::media::init().unwrap();
-        let remote = |f: f64| {
-            gst::Structure::builder("application/x-webrtc-stats")
-                .field("type", WebRTCStatsType::RemoteInboundRtp)
-                .field("fraction-lost", f)
+        let source = |internal: bool, have_rb: bool, lost: u32| {
+            gst::Structure::builder("application/x-rtp-source-stats")
+                .field("internal", internal)
+                .field("have-rb", have_rb)
+                .field("rb-fractionlost", lost)
                 .build()
         };
-        let other = gst::Structure::builder("application/x-webrtc-stats")
-            .field("type", WebRTCStatsType::OutboundRtp)
-            .field("fraction-lost", 0.9f64)
-            .build();
-        let stats = gst::Structure::builder("application/x-webrtc-stats")
-            .field("a", remote(0.02))
-            .field("b", remote(0.05))
-            .field("c", other)
-            .build();
-        assert_eq!(fraction_lost(&stats), Some(0.05));
-        let none = gst::Structure::new_empty("application/x-webrtc-stats");
-        assert_eq!(fraction_lost(&none), None);
+        let sources = vec![
+            source(false, true, 13),
+            source(false, true, 0),
+            source(true, true, 200),
+            source(false, false, 100),
+        ];
+        assert_eq!(fraction_lost(sources.into_iter()), Some(13.0 / 256.0));
+        assert_eq!(fraction_lost([source(false, false, 9)].into_iter()), None);
     }
 
     #[test]
