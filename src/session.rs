@@ -356,13 +356,13 @@ impl<'a> Session<'a> {
 
     /// Opus FEC follows the loss the receiver's RTCP reports show.
     fn poll_loss(&mut self) {
-        if let Some(fraction) = recovery::reported_fraction_lost(self.webrtc.element()) {
-            if let Some(percent) = self.audio_loss.on_fraction_lost(fraction) {
-                Counters::set(
-                    &self.status.counters.audio_expected_loss_percent,
-                    percent as u64,
-                );
-            }
+        let blocks = recovery::report_blocks(self.webrtc.element());
+        let now = std::time::Instant::now();
+        if let Some(percent) = self.audio_loss.on_report_blocks(&blocks, now) {
+            Counters::set(
+                &self.status.counters.audio_expected_loss_percent,
+                percent as u64,
+            );
         }
     }
 
