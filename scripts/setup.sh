@@ -23,7 +23,7 @@ packages=(
   ca-certificates             # system roots for wss:// certificate verification
 )
 if [[ "${1:-}" == "--test" ]]; then
-  packages+=(coturn chromium systemd procps iproute2 openssl)   # systemd: systemd-analyze verify/security
+  packages+=(coturn chromium systemd procps iproute2 openssl time)   # systemd-analyze; time: scripts/bench.sh
 fi
 
 # Rust comes from rustup (Debian 12's rustc 1.63 is too old for the GStreamer bindings).

@@ -40,6 +40,8 @@ pub struct FileConfig {
     pub ice: IceFile,
     pub reconnect: ReconnectFile,
     pub log: LogFile,
+    pub video: VideoFile,
+    pub audio: AudioFile,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -135,6 +137,25 @@ pub struct LogFile {
     pub level: Option<String>,
 }
 
+/// Congestion control of the video encoder. Bitrates in kbit/s.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VideoFile {
+    pub encoder: Option<String>,
+    pub min_bitrate: Option<u32>,
+    pub start_bitrate: Option<u32>,
+    pub max_bitrate: Option<u32>,
+    pub congestion_control: Option<bool>,
+    pub scale_caps: Option<String>,
+    pub step_down_below: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AudioFile {
+    pub encoder: Option<String>,
+}
+
 /// Command-line options of the streaming job; each one overrides the file.
 #[derive(Debug, Default, Clone, clap::Args)]
 pub struct StreamArgs {
@@ -174,6 +195,15 @@ pub struct StreamArgs {
     /// Log level or tracing filter, e.g. `info` or `airsync_streamer=debug` [config: log.level].
     #[arg(long, env = "AIRSYNC_LOG")]
     pub log_level: Option<String>,
+    /// Lowest video bitrate congestion control may choose, kbit/s [config: video.min_bitrate].
+    #[arg(long, value_name = "KBPS")]
+    pub video_min_bitrate: Option<u32>,
+    /// Video bitrate before the first estimate, kbit/s [config: video.start_bitrate].
+    #[arg(long, value_name = "KBPS")]
+    pub video_start_bitrate: Option<u32>,
+    /// Highest video bitrate congestion control may choose, kbit/s [config: video.max_bitrate].
+    #[arg(long, value_name = "KBPS")]
+    pub video_max_bitrate: Option<u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -183,6 +213,54 @@ pub struct Config {
     pub ice: IceConfig,
     pub reconnect: ReconnectConfig,
     pub log_level: String,
+    pub video: VideoConfig,
+    pub audio: AudioConfig,
+}
+
+/// How congestion control drives the video encoder. Bitrates in kbit/s.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VideoConfig {
+    /// Name of the video encoder element in the description (its `bitrate` is in kbit/s).
+    pub encoder: String,
+    pub min_bitrate: u32,
+    pub start_bitrate: u32,
+    pub max_bitrate: u32,
+    /// Attach `rtpgccbwe` and follow its estimate; off keeps the description's bitrate.
+    pub congestion_control: bool,
+    /// Name of a capsfilter after videoscale/videorate whose caps are stepped down (half size,
+    /// then half frame rate) when the bitrate is low; ignored when the element is absent.
+    pub scale_caps: String,
+    /// Below this video bitrate the picture is stepped down one level (and below half of it,
+    /// another); it steps back up with hysteresis.
+    pub step_down_below: u32,
+}
+
+impl Default for VideoConfig {
+    fn default() -> Self {
+        VideoConfig {
+            encoder: "venc".into(),
+            min_bitrate: 150,
+            start_bitrate: 1500,
+            max_bitrate: 4000,
+            congestion_control: true,
+            scale_caps: "vcaps".into(),
+            step_down_below: 300,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AudioConfig {
+    /// Name of the opusenc in the description, whose `packet-loss-percentage` follows RTCP.
+    pub encoder: String,
+}
+
+impl Default for AudioConfig {
+    fn default() -> Self {
+        AudioConfig {
+            encoder: "aenc".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -389,6 +467,8 @@ impl Config {
             ));
         }
 
+        let video = build_video(file.video, args)?;
+
         Ok(Config {
             signalling: SignallingConfig {
                 url,
@@ -439,8 +519,55 @@ impl Config {
                 .clone()
                 .or(file.log.level)
                 .unwrap_or_else(|| "info".into()),
+            video,
+            audio: AudioConfig {
+                encoder: file
+                    .audio
+                    .encoder
+                    .unwrap_or_else(|| AudioConfig::default().encoder),
+            },
         })
     }
+}
+
+fn build_video(file: VideoFile, args: &StreamArgs) -> Result<VideoConfig, ConfigError> {
+    let d = VideoConfig::default();
+    let min_bitrate = args
+        .video_min_bitrate
+        .or(file.min_bitrate)
+        .unwrap_or(d.min_bitrate);
+    let max_bitrate = args
+        .video_max_bitrate
+        .or(file.max_bitrate)
+        .unwrap_or(d.max_bitrate);
+    let start_bitrate = args
+        .video_start_bitrate
+        .or(file.start_bitrate)
+        .unwrap_or(d.start_bitrate)
+        .clamp(min_bitrate.min(max_bitrate), max_bitrate.max(min_bitrate));
+    if min_bitrate == 0 || min_bitrate > max_bitrate {
+        return Err(invalid(
+            "video",
+            format!(
+                "need 0 < video.min_bitrate ({min_bitrate}) <= video.max_bitrate ({max_bitrate}), in kbit/s"
+            ),
+        ));
+    }
+    if max_bitrate > 100_000 {
+        return Err(invalid(
+            "video.max_bitrate",
+            format!("{max_bitrate} kbit/s is over 100 Mbit/s: the unit is kbit/s"),
+        ));
+    }
+    Ok(VideoConfig {
+        encoder: file.encoder.unwrap_or(d.encoder),
+        min_bitrate,
+        start_bitrate,
+        max_bitrate,
+        congestion_control: file.congestion_control.unwrap_or(d.congestion_control),
+        scale_caps: file.scale_caps.unwrap_or(d.scale_caps),
+        step_down_below: file.step_down_below.unwrap_or(d.step_down_below),
+    })
 }
 
 fn parse_signalling_url(text: &str) -> Result<Url, ConfigError> {
@@ -607,6 +734,40 @@ mod tests {
             let err = build(text, &pipeline_args()).unwrap_err().to_string();
             assert!(err.contains(key), "`{err}` does not name `{key}`");
         }
+    }
+
+    #[test]
+    fn video_table_and_command_line() {
+        let text = "[signalling]\nurl = \"ws://h/\"\n[video]\nencoder = \"enc\"\nmin_bitrate = 200\nmax_bitrate = 2500\n[audio]\nencoder = \"opus\"";
+        let cfg = build(text, &pipeline_args()).unwrap();
+        assert_eq!(cfg.video.encoder, "enc");
+        assert_eq!(cfg.audio.encoder, "opus");
+        assert_eq!(
+            (
+                cfg.video.min_bitrate,
+                cfg.video.start_bitrate,
+                cfg.video.max_bitrate
+            ),
+            (200, 1500, 2500)
+        );
+        let mut args = pipeline_args();
+        args.video_max_bitrate = Some(1000);
+        args.video_start_bitrate = Some(5000);
+        let cfg = build(text, &args).unwrap();
+        assert_eq!(
+            (cfg.video.start_bitrate, cfg.video.max_bitrate),
+            (1000, 1000)
+        );
+        args.video_min_bitrate = Some(2000);
+        let err = build(text, &args).unwrap_err().to_string();
+        assert!(err.contains("video"), "{err}");
+        let err = build(
+            "[signalling]\nurl = \"ws://h/\"\n[video]\nmax_bitrat = 1",
+            &pipeline_args(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("max_bitrat"), "{err}");
     }
 
     #[test]

@@ -19,11 +19,24 @@ pub struct Counters {
     pub remote_candidates_added: AtomicU64,
     pub remote_messages_dropped: AtomicU64,
     pub data_channel_messages_received: AtomicU64,
+    /// Congestion control: estimates received, and the latest estimate (bit/s) and video
+    /// encoder bitrate (kbit/s) of the current session.
+    pub bandwidth_estimates: AtomicU64,
+    pub bandwidth_estimate_bps: AtomicU64,
+    pub video_bitrate_kbps: AtomicU64,
+    /// 0 full picture, 1 half size, 2 half size at half frame rate (see `congestion.rs`).
+    pub video_picture_level: AtomicU64,
+    /// The Opus encoder's `packet-loss-percentage`, following RTCP receiver reports.
+    pub audio_expected_loss_percent: AtomicU64,
 }
 
 impl Counters {
     pub fn bump(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn set(gauge: &AtomicU64, value: u64) {
+        gauge.store(value, Ordering::Relaxed);
     }
 
     pub fn get(counter: &AtomicU64) -> u64 {

@@ -15,6 +15,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::config::Config;
+use crate::media::congestion::{self, RateControl};
+use crate::media::recovery::{self, AudioLoss};
 use crate::media::{self, candidate, sdp, MediaError, MediaEvent, PipelineGuard, WebRtc};
 use crate::metrics::{Counters, Status};
 use crate::protocol::{self, Envelope, Signal};
@@ -36,6 +38,8 @@ pub enum Phase {
 const MAX_PENDING_CANDIDATES: usize = 512;
 /// How long a stopping session waits for EOS to drain before forcing the pipeline down.
 const EOS_GRACE: Duration = Duration::from_millis(700);
+/// How often RTCP receiver reports are read to tune Opus FEC to the reported loss.
+const LOSS_POLL: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
@@ -133,6 +137,8 @@ struct Session<'a> {
     connected_at: Option<Instant>,
     connected_now: bool,
     disconnected_since: Option<Instant>,
+    rate: Option<RateControl>,
+    audio_loss: AudioLoss,
 }
 
 /// Builds the pipeline and webrtcbin set-up for one session, not yet playing.
@@ -149,6 +155,10 @@ pub fn build_media(
     webrtc.configure_ice(&cfg.ice)?;
     webrtc.configure_sender()?;
     webrtc.connect_signals(tx);
+    if cfg.video.congestion_control {
+        let audio_bps = congestion::audio_bitrate(guard.pipeline(), &cfg.audio);
+        congestion::attach_estimator(&webrtc, &cfg.video, audio_bps, tx);
+    }
     // webrtcbin refuses data channels while NULL ("closed"), and they must exist before PLAYING.
     if let Err(e) = guard.pipeline().set_state(gst::State::Ready) {
         let detail = first_bus_error(guard.pipeline())
@@ -171,6 +181,11 @@ impl<'a> Session<'a> {
         let (tx, events) = mpsc::unbounded_channel();
         let (mut guard, webrtc, channel) = build_media(cfg, &tx)?;
         guard.track(&status.pipelines_running, &status.pipelines_alive);
+        let rate = cfg.video.congestion_control.then(|| {
+            let audio_bps = congestion::audio_bitrate(guard.pipeline(), &cfg.audio);
+            RateControl::new(guard.pipeline(), &cfg.video, audio_bps)
+        });
+        let audio_loss = AudioLoss::new(guard.pipeline(), &cfg.audio);
         status.set_phase(Phase::Connecting);
         let signalling = signalling::connect(&cfg.signalling).await?;
         status.set_phase(Phase::Negotiating {
@@ -198,6 +213,8 @@ impl<'a> Session<'a> {
             connected_at: None,
             connected_now: false,
             disconnected_since: None,
+            rate,
+            audio_loss,
         })
     }
 
@@ -208,6 +225,8 @@ impl<'a> Session<'a> {
             .and_then(|g| g.pipeline().bus())
             .expect("a pipeline has a bus");
         let mut bus_messages = bus.stream();
+        let mut loss_poll = tokio::time::interval(LOSS_POLL);
+        loss_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let answer_deadline = self
                 .offer_sent_at
@@ -229,6 +248,9 @@ impl<'a> Session<'a> {
                     None => return Err(SessionError::SocketClosed("socket task ended".into())),
                 },
                 Some(msg) = bus_messages.next() => self.on_bus_message(&msg)?,
+                _ = loss_poll.tick(), if self.connected_at.is_some() && self.audio_loss.is_active() => {
+                    self.poll_loss();
+                }
                 _ = sleep_until(answer_deadline) => {
                     return Err(SessionError::AnswerTimeout(self.cfg.signalling.answer_timeout));
                 }
@@ -289,6 +311,11 @@ impl<'a> Session<'a> {
                         self.disconnected_since = None;
                         if self.connected_at.is_none() {
                             self.connected_at = Some(Instant::now());
+                            if let Some(guard) = &self.guard {
+                                let sent =
+                                    recovery::request_key_frame(guard.pipeline(), &self.cfg.video);
+                                debug!(sent, "key frame requested for the new peer");
+                            }
                             Counters::bump(&self.status.counters.sessions_streamed);
                             self.status.set_phase(Phase::Streaming {
                                 session_id: self.session_id.clone(),
@@ -325,8 +352,33 @@ impl<'a> Session<'a> {
             MediaEvent::RemoteDataChannel(_) => {
                 debug!("ignoring a data channel opened by the server");
             }
+            MediaEvent::EstimatedBitrate(bps) => {
+                let counters = &self.status.counters;
+                Counters::bump(&counters.bandwidth_estimates);
+                Counters::set(&counters.bandwidth_estimate_bps, bps.into());
+                if let Some(rate) = &mut self.rate {
+                    rate.on_estimate(bps);
+                    Counters::set(&counters.video_bitrate_kbps, rate.video_kbps().into());
+                    Counters::set(&counters.video_picture_level, rate.level() as u64);
+                }
+            }
+            MediaEvent::EstimatorMissing(e) => {
+                warn!(error = %e, "no rtpgccbwe: the video bitrate stays fixed");
+            }
         }
         Ok(())
+    }
+
+    /// Opus FEC follows the loss the receiver's RTCP reports show.
+    fn poll_loss(&mut self) {
+        let blocks = recovery::report_blocks(self.webrtc.element());
+        let now = std::time::Instant::now();
+        if let Some(percent) = self.audio_loss.on_report_blocks(&blocks, now) {
+            Counters::set(
+                &self.status.counters.audio_expected_loss_percent,
+                percent as u64,
+            );
+        }
     }
 
     async fn on_negotiation_needed(&mut self) -> Result<(), SessionError> {

@@ -2,8 +2,10 @@
 //! webrtcbin up, turning its signals into [`MediaEvent`]s and offering awaitable actions.
 
 pub mod candidate;
+pub mod congestion;
 pub mod ice;
 pub mod pipeline;
+pub mod recovery;
 pub mod sdp;
 pub mod webrtc;
 
@@ -70,7 +72,11 @@ impl MediaError {
 /// Initialises GStreamer once per process.
 pub fn init() -> Result<(), MediaError> {
     static INIT: OnceLock<Result<(), String>> = OnceLock::new();
-    INIT.get_or_init(|| gst::init().map_err(|e| e.to_string()))
-        .clone()
-        .map_err(MediaError::Init)
+    INIT.get_or_init(|| {
+        gst::init().map_err(|e| e.to_string())?;
+        // rtpgccbwe lives in gst-plugins-rs, linked into this binary rather than installed.
+        congestion::register().map_err(|e| format!("registering rtpgccbwe: {e}"))
+    })
+    .clone()
+    .map_err(MediaError::Init)
 }

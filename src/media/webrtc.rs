@@ -35,6 +35,10 @@ pub enum MediaEvent {
     DataChannelMessage(String),
     DataChannelClosed,
     DataChannelError(String),
+    /// rtpgccbwe's new `estimated-bitrate`, bit/s (see `congestion.rs`).
+    EstimatedBitrate(u32),
+    /// webrtcbin asked for an aux sender and rtpgccbwe could not be made.
+    EstimatorMissing(String),
 }
 
 pub type EventSender = UnboundedSender<MediaEvent>;

@@ -26,6 +26,21 @@ pub struct ReceivedMedia {
     pub data_channel_messages: Mutex<Vec<String>>,
     pub remote_candidates: AtomicU64,
     pub local_candidates: AtomicU64,
+    /// When each H.264 key frame (IDR) left the depayloader.
+    pub key_frames: Mutex<Vec<Instant>>,
+    /// The H.264 depayloader, to ask the box for a key frame through it.
+    video_depayloader: Mutex<Option<glib::WeakRef<gst::Element>>>,
+    /// Called with every decoded video frame (measurements; runs on a streaming thread).
+    pub on_video_frame: OnceLock<FrameHook>,
+}
+
+/// A callback on decoded video frames.
+pub struct FrameHook(pub Box<dyn Fn(&gst::Sample) + Send + Sync>);
+
+impl std::fmt::Debug for FrameHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FrameHook")
+    }
 }
 
 impl ReceivedMedia {
@@ -37,6 +52,27 @@ impl ReceivedMedia {
     }
     pub fn video_size(&self) -> Option<(i32, i32)> {
         *self.video_size.lock().unwrap()
+    }
+
+    pub fn key_frames(&self) -> Vec<Instant> {
+        self.key_frames.lock().unwrap().clone()
+    }
+
+    /// Sends a force-key-unit event upstream from the depayloader, as a decoder that lost
+    /// its reference would: the RTP session turns it into a PLI (or FIR) to the box.
+    /// Returns false when no video has arrived yet.
+    pub fn request_key_frame(&self) -> bool {
+        let depay = self
+            .video_depayloader
+            .lock()
+            .unwrap()
+            .as_ref()
+            .and_then(|w| w.upgrade());
+        let Some(depay) = depay else { return false };
+        let event = gst_video::UpstreamForceKeyUnitEvent::builder()
+            .all_headers(true)
+            .build();
+        depay.send_event(event)
     }
 }
 
@@ -72,6 +108,14 @@ impl Answerer {
         webrtc.configure_ice(ice)?;
         let (tx, events) = mpsc::unbounded_channel();
         webrtc.connect_signals(&tx);
+        // Asking for retransmissions is the receiver's choice: with do-nack its jitter buffer
+        // sends NACKs and its answer accepts the offer's RTX.
+        bin.connect("on-new-transceiver", false, |args| {
+            if let Ok(t) = args[1].get::<gst_webrtc::WebRTCRTPTransceiver>() {
+                t.set_property("do-nack", true);
+            }
+            None
+        });
         let received = Arc::new(ReceivedMedia::default());
         let r = received.clone();
         bin.connect_pad_added(move |bin, pad| on_incoming_stream(bin, pad, &r));
@@ -98,8 +142,11 @@ impl Answerer {
     /// Applies the box's offer and returns the recvonly answer's SDP text.
     pub async fn answer(&mut self, offer: &str) -> Result<String, MediaError> {
         let offer = sdp::parse(offer).map_err(|e| MediaError::webrtc("offer", e))?;
-        self.webrtc.set_remote(WebRTCSDPType::Offer, offer).await?;
-        let answer = self.webrtc.create_answer().await?;
+        self.webrtc
+            .set_remote(WebRTCSDPType::Offer, offer.clone())
+            .await?;
+        let mut answer = self.webrtc.create_answer().await?;
+        accept_twcc(&offer, &mut answer);
         self.webrtc
             .set_local(WebRTCSDPType::Answer, answer.clone())
             .await?;
@@ -233,6 +280,30 @@ pub async fn run(
     }
 }
 
+/// webrtcbin 1.22 leaves the offer's header extensions out of its answer, and then its RTP
+/// session ignores the TWCC sequence numbers and sends no transport-cc feedback. A browser
+/// answers with the extension; so does this peer, echoing the offer's TWCC `extmap`.
+fn accept_twcc(offer: &gst_sdp::SDPMessage, answer: &mut gst_sdp::SDPMessage) {
+    for i in 0..answer.medias_len() {
+        let Some(twcc) = offer.media(i).and_then(|m| {
+            m.attributes()
+                .filter(|a| a.key() == "extmap")
+                .filter_map(|a| a.value())
+                .find(|v| v.ends_with(sdp::TWCC_URI))
+                .map(str::to_owned)
+        }) else {
+            continue;
+        };
+        let Some(media) = answer.media_mut(i) else {
+            continue;
+        };
+        if media.attributes().any(|a| a.key() == "extmap") {
+            continue;
+        }
+        media.add_attribute("extmap", Some(&twcc));
+    }
+}
+
 /// Decodes one incoming RTP stream into an appsink that counts what arrives.
 fn on_incoming_stream(bin: &gst::Element, pad: &gst::Pad, received: &Arc<ReceivedMedia>) {
     if pad.direction() != gst::PadDirection::Src {
@@ -245,6 +316,17 @@ fn on_incoming_stream(bin: &gst::Element, pad: &gst::Pad, received: &Arc<Receive
         warn!("answerer: decodebin missing (gstreamer1.0-plugins-base)");
         return;
     };
+    if let Some(bin) = decodebin.downcast_ref::<gst::Bin>() {
+        let r = received.clone();
+        bin.connect_element_added(move |_, element| {
+            if element
+                .factory()
+                .is_some_and(|f| f.name() == "rtph264depay")
+            {
+                watch_key_frames(element, &r);
+            }
+        });
+    }
     let received = received.clone();
     decodebin.connect_pad_added(move |decodebin, pad| {
         let Some(bin) = decodebin
@@ -272,6 +354,23 @@ fn on_incoming_stream(bin: &gst::Element, pad: &gst::Pad, received: &Arc<Receive
     }
 }
 
+/// Notes every IDR the depayloader outputs (a buffer without the DELTA_UNIT flag).
+fn watch_key_frames(depay: &gst::Element, received: &Arc<ReceivedMedia>) {
+    *received.video_depayloader.lock().unwrap() = Some(depay.downgrade());
+    let Some(src) = depay.static_pad("src") else {
+        return;
+    };
+    let received = received.clone();
+    src.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+        if let Some(buffer) = info.buffer() {
+            if !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT) {
+                received.key_frames.lock().unwrap().push(Instant::now());
+            }
+        }
+        gst::PadProbeReturn::Ok
+    });
+}
+
 fn add_counting_sink(
     bin: &gst::Bin,
     pad: &gst::Pad,
@@ -289,6 +388,9 @@ fn add_counting_sink(
         .new_sample(move |sink| {
             let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
             if is_video {
+                if let Some(hook) = received.on_video_frame.get() {
+                    (hook.0)(&sample);
+                }
                 if received.video_frames.fetch_add(1, Ordering::Relaxed) == 0 {
                     let _ = received.first_video_frame.set(Instant::now());
                     if let Some(info) = sample

@@ -2,6 +2,14 @@
 //! protocol, with a real receiving webrtcbin (the answerer) behind each connection.
 #![allow(dead_code)]
 
+// Integration tests only (cfg(test)): the benchmark examples share this module but start no
+// binary of their own.
+#[cfg(test)]
+pub mod fault_server;
+#[cfg(test)]
+pub mod process;
+pub mod relay;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -12,15 +20,14 @@ use futures::StreamExt;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
+use gst::prelude::*;
+
 use airsync_streamer::config::{Config, FileConfig, IceConfig, StreamArgs};
 use airsync_streamer::metrics::Status;
 use airsync_streamer::protocol::{self, Envelope};
 use airsync_streamer::server::answerer::{self, Answerer, ReceivedMedia};
 use airsync_streamer::supervisor;
 use tokio_util::sync::CancellationToken;
-
-pub mod fault_server;
-pub mod process;
 
 pub const LOOPBACK: &str = "127.0.0.1";
 
@@ -76,9 +83,13 @@ pub enum Dir {
 /// Every text frame that crossed the socket, in order.
 pub type FrameLog = Arc<Mutex<Vec<(Dir, String)>>>;
 
+/// When each offer, answer and candidate crossed the socket: (direction, type, time).
+pub type SignalTimes = Arc<Mutex<Vec<(Dir, String, std::time::Instant)>>>;
+
 pub struct ProtocolServer {
     pub addr: SocketAddr,
     pub frames: FrameLog,
+    pub signal_times: SignalTimes,
     /// One entry per connection: what its answerer decodes.
     pub sessions: mpsc::UnboundedReceiver<Arc<ReceivedMedia>>,
 }
@@ -107,39 +118,72 @@ impl ProtocolServer {
     }
 }
 
+/// The answerer's jitter-buffer latency (webrtcbin `latency`, default 200 ms) from
+/// `AIRSYNC_RECEIVER_LATENCY_MS`, for the benchmark: webrtcbin holds the first packet that
+/// long, where a browser on loopback starts playing almost at once.
+fn receiver_latency_ms() -> Option<u32> {
+    std::env::var("AIRSYNC_RECEIVER_LATENCY_MS")
+        .ok()?
+        .parse()
+        .ok()
+}
+
 /// Starts the server on 127.0.0.1:0. Each connection gets its own answerer with `ice`.
 pub async fn start_server(ice: IceConfig) -> ProtocolServer {
-    start_server_injecting(ice, Vec::new()).await
+    start_server_with(ice, Vec::new(), None).await
 }
 
 /// Like [`start_server`], and when the box's offer arrives the server first sends each of
 /// `before_answer` to the box (JSON text; `{sid}` is replaced by the box's sessionId), so they
 /// reach the box before the answer does.
 pub async fn start_server_injecting(ice: IceConfig, before_answer: Vec<String>) -> ProtocolServer {
+    start_server_with(ice, before_answer, None).await
+}
+
+/// Like [`start_server`], with every media packet routed through `relay`: the answerer's UDP
+/// host candidate is rewritten to the relay's address (the others are dropped) and the box's
+/// candidates are withheld from the answerer, which learns the relay as peer-reflexive.
+pub async fn start_server_via(ice: IceConfig, relay: Option<Arc<relay::Relay>>) -> ProtocolServer {
+    start_server_with(ice, Vec::new(), relay).await
+}
+
+async fn start_server_with(
+    ice: IceConfig,
+    before_answer: Vec<String>,
+    relay: Option<Arc<relay::Relay>>,
+) -> ProtocolServer {
     let before_answer = Arc::new(before_answer);
     let listener = TcpListener::bind((LOOPBACK, 0)).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let frames = FrameLog::default();
+    let signal_times = SignalTimes::default();
     let (sessions_tx, sessions) = mpsc::unbounded_channel();
     let log = frames.clone();
+    let times = signal_times.clone();
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
             let Ok(ws) = async_tungstenite::tokio::accept_async(tcp).await else {
                 continue;
             };
             let answerer = Answerer::new(&ice).expect("answerer starts");
+            if let Some(ms) = receiver_latency_ms() {
+                answerer.webrtc().element().set_property("latency", ms);
+            }
             let _ = sessions_tx.send(answerer.received.clone());
             tokio::spawn(serve_connection(
                 ws,
                 answerer,
                 log.clone(),
+                times.clone(),
                 before_answer.clone(),
+                relay.clone(),
             ));
         }
     });
     ProtocolServer {
         addr,
         frames,
+        signal_times,
         sessions,
     }
 }
@@ -148,7 +192,9 @@ async fn serve_connection<S>(
     ws: async_tungstenite::WebSocketStream<S>,
     answerer: Answerer,
     log: FrameLog,
+    times: SignalTimes,
     before_answer: Arc<Vec<String>>,
+    relay: Option<Arc<relay::Relay>>,
 ) where
     S: futures::AsyncRead + futures::AsyncWrite + Unpin + Send + 'static,
 {
@@ -162,20 +208,37 @@ async fn serve_connection<S>(
                 Some(Ok(Message::Text(text))) => {
                     log.lock().unwrap().push((Dir::FromBox, text.to_string()));
                     if let Ok(inbound) = protocol::decode(&text) {
-                        if matches!(inbound.envelope.signal, airsync_streamer::protocol::Signal::Offer { .. }) {
+                        times.lock().unwrap().push((Dir::FromBox, signal_kind(&inbound.envelope.signal).into(), Instant::now()));
+                        if matches!(inbound.envelope.signal, protocol::Signal::Offer { .. }) {
                             for template in before_answer.iter() {
                                 let text = template.replace("{sid}", &inbound.envelope.session_id);
                                 log.lock().unwrap().push((Dir::ToBox, text.clone()));
                                 let _ = sink.send(Message::text(text)).await;
                             }
                         }
-                        let _ = in_tx.send(inbound.envelope).await;
+                        let withheld = relay.is_some()
+                            && matches!(inbound.envelope.signal, protocol::Signal::Candidate { .. });
+                        if !withheld {
+                            let _ = in_tx.send(inbound.envelope).await;
+                        }
                     }
                 }
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
                 Some(Ok(_)) => {}
             },
-            Some(envelope) = out_rx.recv() => {
+            Some(mut envelope) = out_rx.recv() => {
+                if let (Some(relay), protocol::Signal::Candidate { candidate, .. }) =
+                    (&relay, &mut envelope.signal)
+                {
+                    match relay::rewrite_host_candidate(candidate, relay.addr) {
+                        Some((rewritten, real)) => {
+                            relay.set_receiver(real);
+                            *candidate = rewritten;
+                        }
+                        None => continue,
+                    }
+                }
+                times.lock().unwrap().push((Dir::ToBox, signal_kind(&envelope.signal).into(), Instant::now()));
                 let text = protocol::encode(&envelope);
                 log.lock().unwrap().push((Dir::ToBox, text.clone()));
                 if sink.send(Message::text(text)).await.is_err() {
@@ -200,6 +263,15 @@ pub async fn wait_for(within: Duration, mut cond: impl FnMut() -> bool) -> bool 
             return false;
         }
         tick.tick().await;
+    }
+}
+
+fn signal_kind(signal: &protocol::Signal) -> &'static str {
+    match signal {
+        protocol::Signal::Offer { .. } => "offer",
+        protocol::Signal::Answer { .. } => "answer",
+        protocol::Signal::Candidate { .. } => "candidate",
+        protocol::Signal::EndOfCandidates => "end-of-candidates",
     }
 }
 

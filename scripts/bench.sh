@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Performance figures, measured side by side in one run (README "Performance").
+# Prints figures with their targets; asserts nothing. Usage: scripts/bench.sh [seconds]
+#   1. CPU-seconds and peak RSS: the box streaming 1280x720@30 test video + Opus to a receiving
+#      peer in another process, against the bare encode pipeline (same encoders into fakesink).
+#   2. Time from the offer, and from the answer, to the first decoded frame (5 sessions).
+#   3. Glass-to-glass latency (capture time stamped into the picture, read after decoding).
+#   4. The bottleneck scenarios (tests/bottleneck.rs) with their figures.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECONDS_RUN=${1:-20}
+WORK=$(mktemp -d)
+PEER_PID=
+cleanup() {
+  if [ -n "$PEER_PID" ]; then kill "$PEER_PID" 2>/dev/null || true; fi
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+VIDEO_ENC='x264enc name=venc tune=zerolatency speed-preset=ultrafast bframes=0 key-int-max=60 bitrate=1500'
+AUDIO_ENC='opusenc name=aenc inband-fec=true bitrate=64000'
+VIDEO_SRC='videotestsrc name=vsrc is-live=true pattern=ball ! video/x-raw,format=I420,width=1280,height=720,framerate=30/1'
+AUDIO_SRC='audiotestsrc is-live=true wave=sine freq=440 volume=0.3 ! audio/x-raw,format=S16LE,rate=48000,channels=2'
+
+cat > "$WORK/bench720.pipeline" <<P
+webrtcbin name=webrtc
+$AUDIO_SRC
+  ! $AUDIO_ENC
+  ! rtpopuspay pt=111
+  ! webrtc.sink_0
+$VIDEO_SRC
+  ! $VIDEO_ENC
+  ! video/x-h264,profile=constrained-baseline
+  ! rtph264pay pt=106 config-interval=-1 aggregate-mode=zero-latency
+  ! webrtc.sink_1
+P
+BARE="$VIDEO_SRC ! $VIDEO_ENC ! video/x-h264,profile=constrained-baseline ! fakesink $AUDIO_SRC ! $AUDIO_ENC ! fakesink"
+
+echo "== building (release)"
+cargo build --release --quiet --bin airsync-streamer --example bench_peer --example glass
+BIN=target/release/airsync-streamer
+
+echo "== machine"
+echo "  $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -m | awk '/Mem:/{print $2}') MiB RAM, $(gst-launch-1.0 --version | sed -n 2p)"
+
+# webrtcbin holds the first packet for its jitter-buffer latency (default 200 ms); a browser
+# on loopback starts playing almost at once, so the peer runs with 20 ms.
+AIRSYNC_RECEIVER_LATENCY_MS=${AIRSYNC_RECEIVER_LATENCY_MS:-20} target/release/examples/bench_peer > "$WORK/peer.log" 2>"$WORK/peer.err" &
+PEER_PID=$!
+for _ in $(seq 100); do grep -q '^URL ' "$WORK/peer.log" 2>/dev/null && break; sleep 0.1; done
+URL=$(sed -n 's/^URL //p' "$WORK/peer.log")
+BOX_ARGS=(--url "$URL" --pipeline "$WORK/bench720.pipeline" --ice-address 127.0.0.1
+          --video-start-bitrate 1500 --video-max-bitrate 1500 --log-level warn)
+
+measure() { # label, command...: prints "cpu_s rss_kib"
+  local out="$WORK/time.$1"; shift
+  /usr/bin/time -f '%U %S %M' -o "$out" timeout -s INT "$SECONDS_RUN" "$@" >/dev/null 2>&1 || true
+  # time(1) writes "Command exited with non-zero status" first when timeout stops the run.
+  tail -n 1 "$out" | awk '{printf "%.2f %d\n", $1 + $2, $3}'
+}
+
+echo "== 1. CPU and memory, ${SECONDS_RUN} s of 1280x720@30 + Opus"
+read -r BARE_CPU BARE_RSS < <(measure bare gst-launch-1.0 -q $BARE)
+read -r BOX_CPU BOX_RSS < <(measure box "$BIN" "${BOX_ARGS[@]}")
+awk -v bc="$BARE_CPU" -v br="$BARE_RSS" -v xc="$BOX_CPU" -v xr="$BOX_RSS" 'BEGIN {
+  printf "  bare encode (gst-launch, fakesink): CPU %.2f s, peak RSS %.1f MiB\n", bc, br/1024
+  printf "  box streaming to a peer process:    CPU %.2f s, peak RSS %.1f MiB\n", xc, xr/1024
+  printf "  CPU ratio %.2fx (target <= 1.10x), peak RSS %.1f MiB (target <= 50 MiB), RSS ratio %.2fx\n", xc/bc, xr/1024, xr/br
+}'
+
+echo "== 2. offer/answer -> first decoded frame (5 sessions, loopback)"
+for i in 1 2 3 4 5; do
+  timeout -s INT 4 "$BIN" "${BOX_ARGS[@]}" >/dev/null 2>&1 || true
+done
+sleep 0.5
+grep '^FIRST_FRAME' "$WORK/peer.log" | sed 's/^/  /'
+# The first session was the CPU run above; the last five are the start-up runs.
+STARTS=$(grep '^FIRST_FRAME' "$WORK/peer.log" | tail -n 5)
+median() { sort -n | awk '{v[NR] = $1} END { if (NR) printf "%.1f", v[int((NR + 1) / 2)]; else printf "?" }'; }
+FROM_OFFER=$(echo "$STARTS" | grep -o 'from_offer_ms=[0-9.]*' | cut -d= -f2 | median)
+FROM_ANSWER=$(echo "$STARTS" | grep -o 'from_answer_ms=[0-9.]*' | cut -d= -f2 | median)
+echo "  median from offer ${FROM_OFFER} ms (target <= 100 ms), from answer ${FROM_ANSWER} ms, over 5 sessions"
+
+echo "== 3. glass-to-glass, 1280x720@30 on loopback"
+target/release/examples/glass "$WORK/bench720.pipeline" 10 2>/dev/null | { grep "^GLASS" || true; } | awk '{
+  for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+  printf "  median %s ms, p95 %s ms, max %s ms over %s frames (target median <= 50 ms = 1.5 frame intervals)\n", v["median_ms"], v["p95_ms"], v["max_ms"], v["frames"] }'
+
+echo "== 4. bottleneck scenarios (tests/bottleneck.rs)"
+cargo test --release --quiet --test bottleneck -- --test-threads=1 --nocapture 2>&1 \
+  | grep -E '^(bottleneck|5 %|  |test result)' || true

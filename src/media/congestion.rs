@@ -1,0 +1,344 @@
+//! Congestion control: Google Congestion Control (`rtpgccbwe` from gst-plugins-rs) as
+//! webrtcbin's aux sender, its estimate driving the video encoder's bitrate and, below
+//! thresholds, the picture's size and frame rate. Audio keeps its bitrate.
+//!
+//! rtpgccbwe sits in front of the RTP session, paces what it sends and reads the
+//! `RTPTWCCPackets` events the session derives from the receiver's transport-cc feedback
+//! (negotiated by `sdp.rs`, extension added to each payloader by `webrtc.rs`). Its
+//! `estimated-bitrate` notifications arrive on an RTCP thread: the handler only sends
+//! [`MediaEvent::EstimatedBitrate`]; the session task calls [`RateControl::on_estimate`].
+
+use std::time::{Duration, Instant};
+
+use gst::prelude::*;
+use tracing::{debug, info};
+
+use super::webrtc::{EventSender, MediaEvent};
+use super::WebRtc;
+use crate::config::{AudioConfig, VideoConfig};
+
+/// The audio bitrate assumed when the description's Opus encoder cannot be found, bit/s.
+const DEFAULT_AUDIO_BPS: u32 = 64_000;
+/// Share of what is left for video after audio that the encoder is asked for: the rest covers
+/// RTP/SRTP/UDP headers and the encoder's overshoot.
+const VIDEO_SHARE_PERCENT: u32 = 90;
+/// Encoder bitrate changes smaller than this (percent) are not applied.
+const MIN_CHANGE_PERCENT: u32 = 5;
+/// How long a picture level is kept at least before the next step, either way.
+const STEP_DWELL: Duration = Duration::from_secs(2);
+/// Steps: full picture, half size, half size at half frame rate.
+const LEVELS: usize = 3;
+
+/// Registers the gst-plugins-rs RTP plugin (rtpgccbwe) into this process, once.
+pub fn register() -> Result<(), glib::BoolError> {
+    gstrsrtp::plugin_register_static()
+}
+
+/// Makes webrtcbin use rtpgccbwe as its aux sender. Must be called while webrtcbin is still
+/// NULL: webrtcbin asks for aux senders when it builds its transports.
+pub fn attach_estimator(webrtc: &WebRtc, video: &VideoConfig, audio_bps: u32, tx: &EventSender) {
+    let min_bps = video.min_bitrate * 1000 + audio_bps;
+    let start_bps = video.start_bitrate * 1000 + audio_bps;
+    let max_bps = video.max_bitrate * 1000 + audio_bps;
+    let tx = tx.clone();
+    webrtc
+        .element()
+        .connect("request-aux-sender", false, move |_args| {
+            let bwe = match gst::ElementFactory::make("rtpgccbwe")
+                .property("min-bitrate", min_bps)
+                .property("max-bitrate", max_bps)
+                .property("estimated-bitrate", start_bps)
+                .build()
+            {
+                Ok(e) => e,
+                Err(e) => {
+                    let _ = tx.send(MediaEvent::EstimatorMissing(e.to_string()));
+                    return None;
+                }
+            };
+            let t = tx.clone();
+            bwe.connect_notify(Some("estimated-bitrate"), move |bwe, _| {
+                let _ = t.send(MediaEvent::EstimatedBitrate(
+                    bwe.property::<u32>("estimated-bitrate"),
+                ));
+            });
+            Some(bwe.to_value())
+        });
+}
+
+/// The Opus encoder's bitrate (bit/s) as the description sets it, for the estimate's share.
+pub fn audio_bitrate(pipeline: &gst::Pipeline, audio: &AudioConfig) -> u32 {
+    pipeline
+        .by_name(&audio.encoder)
+        .filter(|e| e.has_property_with_type("bitrate", i32::static_type()))
+        .map(|e| e.property::<i32>("bitrate").max(0) as u32)
+        .unwrap_or(DEFAULT_AUDIO_BPS)
+}
+
+/// What the controller wants done after an estimate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Decision {
+    /// New encoder bitrate, kbit/s.
+    pub video_kbps: Option<u32>,
+    /// New picture level: 0 full, 1 half size, 2 half size and half frame rate.
+    pub level: Option<usize>,
+}
+
+/// Pure logic: estimate in, encoder bitrate and picture level out.
+#[derive(Debug, Clone)]
+pub struct RateController {
+    min_kbps: u32,
+    max_kbps: u32,
+    step_down_below: u32,
+    audio_bps: u32,
+    video_kbps: u32,
+    level: usize,
+    last_step: Option<Instant>,
+}
+
+impl RateController {
+    pub fn new(video: &VideoConfig, audio_bps: u32) -> Self {
+        RateController {
+            min_kbps: video.min_bitrate,
+            max_kbps: video.max_bitrate,
+            step_down_below: video.step_down_below,
+            audio_bps,
+            video_kbps: video.start_bitrate,
+            level: 0,
+            last_step: None,
+        }
+    }
+
+    pub fn video_kbps(&self) -> u32 {
+        self.video_kbps
+    }
+
+    pub fn level(&self) -> usize {
+        self.level
+    }
+
+    /// The threshold under which level `level` steps down, kbit/s.
+    fn floor(&self, level: usize) -> u32 {
+        self.step_down_below >> level
+    }
+
+    pub fn on_estimate(&mut self, estimate_bps: u32, now: Instant) -> Decision {
+        let wanted = (estimate_bps.saturating_sub(self.audio_bps) as u64
+            * VIDEO_SHARE_PERCENT as u64
+            / 100
+            / 1000) as u32;
+        let wanted = wanted.clamp(self.min_kbps, self.max_kbps);
+        let mut decision = Decision::default();
+        let change = wanted.abs_diff(self.video_kbps) * 100;
+        if change >= self.video_kbps.max(1) * MIN_CHANGE_PERCENT
+            || (wanted != self.video_kbps && (wanted == self.min_kbps || wanted == self.max_kbps))
+        {
+            self.video_kbps = wanted;
+            decision.video_kbps = Some(wanted);
+        }
+        let settled = self.last_step.is_none_or(|t| now >= t + STEP_DWELL);
+        if settled {
+            let level = self.level;
+            if level + 1 < LEVELS && wanted < self.floor(level) {
+                self.level += 1;
+            } else if level > 0 && wanted > self.floor(level - 1) * 3 / 2 {
+                self.level -= 1;
+            }
+            if self.level != level {
+                self.last_step = Some(now);
+                decision.level = Some(self.level);
+            }
+        }
+        decision
+    }
+}
+
+/// The elements congestion control acts on: the video encoder and, if the description has
+/// one, the capsfilter after videoscale/videorate.
+pub struct RateControl {
+    controller: RateController,
+    encoder: Option<gst::Element>,
+    scaler: Option<(gst::Element, Picture)>,
+    last_estimate: u32,
+}
+
+/// The full picture the description asks the scaling capsfilter for.
+#[derive(Debug, Clone)]
+struct Picture {
+    caps: gst::Caps,
+    width: i32,
+    height: i32,
+    fps: gst::Fraction,
+}
+
+impl RateControl {
+    pub fn new(pipeline: &gst::Pipeline, video: &VideoConfig, audio_bps: u32) -> Self {
+        let encoder = pipeline
+            .by_name(&video.encoder)
+            .filter(|e| e.has_property("bitrate"));
+        if encoder.is_none() {
+            info!(encoder = %video.encoder, "no video encoder with a `bitrate` of that name: the bitrate stays fixed");
+        }
+        let scaler = pipeline.by_name(&video.scale_caps).and_then(|e| {
+            let caps: gst::Caps = e.property("caps");
+            let s = caps.structure(0)?;
+            let picture = Picture {
+                width: s.get("width").ok()?,
+                height: s.get("height").ok()?,
+                fps: s.get("framerate").ok()?,
+                caps: caps.clone(),
+            };
+            Some((e, picture))
+        });
+        let control = RateControl {
+            controller: RateController::new(video, audio_bps),
+            encoder,
+            scaler,
+            last_estimate: 0,
+        };
+        control.set_encoder(video.start_bitrate);
+        control
+    }
+
+    pub fn video_kbps(&self) -> u32 {
+        self.controller.video_kbps()
+    }
+
+    /// The picture level in force; always 0 without a scaling capsfilter.
+    pub fn level(&self) -> usize {
+        if self.scaler.is_some() {
+            self.controller.level()
+        } else {
+            0
+        }
+    }
+
+    pub fn on_estimate(&mut self, estimate_bps: u32) {
+        if estimate_bps != self.last_estimate {
+            debug!(
+                estimate_kbps = estimate_bps / 1000,
+                previous_kbps = self.last_estimate / 1000,
+                "bandwidth estimate"
+            );
+            self.last_estimate = estimate_bps;
+        }
+        let decision = self.controller.on_estimate(estimate_bps, Instant::now());
+        if let Some(kbps) = decision.video_kbps {
+            debug!(video_kbps = kbps, "video encoder bitrate");
+            self.set_encoder(kbps);
+        }
+        if let (Some(level), Some((filter, full))) = (decision.level, &self.scaler) {
+            let caps = level_caps(full, level);
+            info!(level, %caps, "video picture level");
+            filter.set_property("caps", &caps);
+        }
+    }
+
+    fn set_encoder(&self, kbps: u32) {
+        let Some(encoder) = &self.encoder else { return };
+        let Some(pspec) = encoder.find_property("bitrate") else {
+            return;
+        };
+        // x264enc and most others take kbit/s as a u32; a few take bit/s or an i32.
+        let per_bits = encoder
+            .factory()
+            .is_some_and(|f| ["vp8enc", "vp9enc", "openh264enc"].contains(&f.name().as_str()));
+        let value = if per_bits { kbps * 1000 } else { kbps };
+        if pspec.value_type() == u32::static_type() {
+            encoder.set_property("bitrate", value);
+        } else if pspec.value_type() == i32::static_type() {
+            encoder.set_property("bitrate", value.min(i32::MAX as u32) as i32);
+        }
+    }
+}
+
+fn level_caps(full: &Picture, level: usize) -> gst::Caps {
+    if level == 0 {
+        return full.caps.clone();
+    }
+    let mut caps = full.caps.clone();
+    let (w, h) = ((full.width / 2) & !1, (full.height / 2) & !1);
+    let fps = if level >= 2 {
+        gst::Fraction::new(full.fps.numer(), full.fps.denom() * 2)
+    } else {
+        full.fps
+    };
+    if let Some(s) = caps.make_mut().structure_mut(0) {
+        s.set("width", w.max(2));
+        s.set("height", h.max(2));
+        s.set("framerate", fps);
+    }
+    caps
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn controller() -> RateController {
+        let video = VideoConfig {
+            min_bitrate: 100,
+            start_bitrate: 1000,
+            max_bitrate: 2000,
+            step_down_below: 300,
+            ..Default::default()
+        };
+        RateController::new(&video, 64_000)
+    }
+
+    #[test]
+    fn bitrate_follows_the_estimate_within_bounds() {
+        let mut c = controller();
+        let t = Instant::now();
+        let d = c.on_estimate(564_000, t);
+        assert_eq!(d.video_kbps, Some(450));
+        // A change under 5 % is not applied.
+        assert_eq!(c.on_estimate(574_000, t).video_kbps, None);
+        assert_eq!(c.on_estimate(50_000_000, t).video_kbps, Some(2000));
+        assert_eq!(c.on_estimate(1_000, t).video_kbps, Some(100));
+    }
+
+    #[test]
+    fn picture_steps_down_and_up_with_hysteresis() {
+        let mut c = controller();
+        let t0 = Instant::now();
+        assert_eq!(c.on_estimate(264_000, t0).level, Some(1)); // 180 kbit/s < 300
+                                                               // Too soon for another step, however low.
+        assert_eq!(
+            c.on_estimate(100_000, t0 + Duration::from_secs(1)).level,
+            None
+        );
+        let t1 = t0 + Duration::from_secs(3);
+        assert_eq!(c.on_estimate(150_000, t1).level, Some(2)); // 100 < 150
+        let t2 = t1 + Duration::from_secs(3);
+        // Back above level 1's floor but not by half again: stays.
+        assert_eq!(c.on_estimate(300_000, t2).level, None);
+        assert_eq!(c.on_estimate(400_000, t2).level, Some(1)); // 302 > 225
+        let t3 = t2 + Duration::from_secs(3);
+        assert_eq!(c.on_estimate(500_000, t3).level, None); // 392 < 450
+        assert_eq!(c.on_estimate(700_000, t3).level, Some(0)); // 572 > 450
+        assert_eq!(c.level(), 0);
+    }
+
+    #[test]
+    fn level_caps_halve_size_then_rate() {
+        crate::media::init().unwrap();
+        let caps: gst::Caps = "video/x-raw,width=640,height=480,framerate=30/1"
+            .parse()
+            .unwrap();
+        let full = Picture {
+            caps,
+            width: 640,
+            height: 480,
+            fps: gst::Fraction::new(30, 1),
+        };
+        let s = level_caps(&full, 2);
+        let s = s.structure(0).unwrap();
+        assert_eq!(s.get::<i32>("width").unwrap(), 320);
+        assert_eq!(s.get::<i32>("height").unwrap(), 240);
+        assert_eq!(
+            s.get::<gst::Fraction>("framerate").unwrap(),
+            gst::Fraction::new(15, 1)
+        );
+    }
+}

@@ -1,0 +1,89 @@
+//! A receiver that asks for a key frame gets an IDR: the request goes upstream from its
+//! depayloader, its RTP session sends a PLI, the box's session turns it into a force-key-unit
+//! event for x264enc. The box's encoder has no periodic key frames here, so only the request
+//! can produce one.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use airsync_streamer::metrics::Status;
+use airsync_streamer::supervisor;
+use tokio_util::sync::CancellationToken;
+
+use common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_frame_on_request() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let description = std::fs::read_to_string(repo_path("pipelines/test.pipeline"))
+        .unwrap()
+        .replace(
+            "key-int-max=60",
+            "key-int-max=100000 option-string=scenecut=0",
+        );
+    assert!(description.contains("key-int-max=100000"));
+    let pipeline = dir.path().join("no-periodic-idr.pipeline");
+    std::fs::write(&pipeline, description).unwrap();
+
+    let mut server = start_server(loopback_ice()).await;
+    let cfg = box_config_with(&server.url(), |a| a.pipeline = Some(pipeline.clone()));
+    let status = Arc::new(Status::default());
+    let shutdown = CancellationToken::new();
+    let streamer = {
+        let (status, shutdown) = (status.clone(), shutdown.clone());
+        tokio::spawn(async move { supervisor::run(&cfg, shutdown, status).await })
+    };
+    let received = tokio::time::timeout(Duration::from_secs(20), server.sessions.recv())
+        .await
+        .expect("the box connects")
+        .unwrap();
+    let flowing = wait_for(Duration::from_secs(30), || {
+        received.video_frames() >= 30 && !received.key_frames().is_empty()
+    })
+    .await;
+
+    let mut latencies = Vec::new();
+    let mut outcome = Ok(());
+    if flowing {
+        for round in 0..3 {
+            // Quiet first: no key frame for a second, so the next one answers the request.
+            let quiet = wait_for(Duration::from_secs(5), || {
+                received
+                    .key_frames()
+                    .last()
+                    .is_some_and(|t| t.elapsed() > Duration::from_secs(1))
+            })
+            .await;
+            if !quiet {
+                outcome = Err(format!("round {round}: key frames keep coming unasked"));
+                break;
+            }
+            let before = received.key_frames().len();
+            let asked = std::time::Instant::now();
+            if !received.request_key_frame() {
+                outcome = Err("the receiver has no depayloader to ask through".into());
+                break;
+            }
+            let answered = wait_for(Duration::from_secs(2), || {
+                received.key_frames().len() > before
+            })
+            .await;
+            if !answered {
+                outcome = Err(format!("round {round}: no IDR within 2 s of the request"));
+                break;
+            }
+            latencies.push(received.key_frames()[before].duration_since(asked));
+        }
+    } else {
+        outcome = Err("no video arrived".into());
+    }
+    println!(
+        "key frame request -> IDR at the receiver: {latencies:?} (one frame interval at 30 fps: 33 ms)"
+    );
+    shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(5), streamer).await;
+    outcome.unwrap();
+}
