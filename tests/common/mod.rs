@@ -2,11 +2,7 @@
 //! protocol, with a real receiving webrtcbin (the answerer) behind each connection.
 #![allow(dead_code)]
 
-// Integration tests only (cfg(test)): the benchmark examples share this module but start no
-// binary of their own.
-#[cfg(test)]
 pub mod fault_server;
-#[cfg(test)]
 pub mod process;
 pub mod relay;
 

@@ -6,7 +6,12 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_airsync-streamer");
+/// The binary under test. Cargo names it for integration tests; the benchmark examples that
+/// share this module (and never start it) fall back to the one on `PATH`.
+pub const BIN: &str = match option_env!("CARGO_BIN_EXE_airsync-streamer") {
+    Some(path) => path,
+    None => "airsync-streamer",
+};
 
 pub struct BoxProcess {
     child: Child,
