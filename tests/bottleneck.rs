@@ -8,12 +8,9 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use airsync_streamer::metrics::{Counters, Status};
+use airsync_streamer::metrics::Counters;
 use airsync_streamer::server::answerer::ReceivedMedia;
-use airsync_streamer::supervisor;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 use common::relay::{Impairment, Relay};
 use common::*;
@@ -26,9 +23,7 @@ const OPUS_PT: u8 = 111;
 struct Streaming {
     relay: Arc<Relay>,
     received: Arc<ReceivedMedia>,
-    status: Arc<Status>,
-    shutdown: CancellationToken,
-    streamer: JoinHandle<()>,
+    streamer: RunningBox,
     _server: ProtocolServer,
     _dir: tempfile::TempDir,
 }
@@ -48,23 +43,13 @@ impl Streaming {
         let pipeline = dir.path().join("snow.pipeline");
         std::fs::write(&pipeline, description).unwrap();
         let cfg = box_config_with(&server.url(), |a| a.pipeline = Some(pipeline.clone()));
-        let status = Arc::new(Status::default());
-        let shutdown = CancellationToken::new();
-        let streamer = {
-            let (status, shutdown) = (status.clone(), shutdown.clone());
-            tokio::spawn(async move { supervisor::run(&cfg, shutdown, status).await })
-        };
-        let received = tokio::time::timeout(Duration::from_secs(20), server.sessions.recv())
-            .await
-            .expect("the box connects")
-            .unwrap();
+        let streamer = RunningBox::start(cfg);
+        let received = server.next_session().await;
         let flowing = wait_for(Duration::from_secs(30), || received.video_frames() > 0).await;
         assert!(flowing, "no video through the relay");
         Streaming {
             relay,
             received,
-            status,
-            shutdown,
             streamer,
             _server: server,
             _dir: dir,
@@ -90,14 +75,14 @@ impl Streaming {
             }
             longest = longest.max(now - last_change);
             loss_percent = loss_percent.max(Counters::get(
-                &self.status.counters.audio_expected_loss_percent,
+                &self.streamer.status.counters.audio_expected_loss_percent,
             ));
         }
         (longest, loss_percent)
     }
 
     fn print_estimate(&self) {
-        let c = &self.status.counters;
+        let c = &self.streamer.status.counters;
         println!(
             "  estimates received {}, last estimate {} kbit/s, video encoder {} kbit/s, picture level {}",
             Counters::get(&c.bandwidth_estimates),
@@ -108,8 +93,7 @@ impl Streaming {
     }
 
     async fn stop(self) {
-        self.shutdown.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.streamer).await;
+        self.streamer.stop().await;
     }
 }
 
@@ -175,7 +159,7 @@ async fn settles_under_a_bottleneck_keeps_decoding_and_climbs_back() {
     );
     s.print_estimate();
     assert!(
-        Counters::get(&s.status.counters.bandwidth_estimates) > 0,
+        Counters::get(&s.streamer.status.counters.bandwidth_estimates) > 0,
         "no bandwidth estimate: TWCC feedback does not reach rtpgccbwe"
     );
     assert!(

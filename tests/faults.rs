@@ -5,16 +5,10 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use airsync_streamer::config::Config;
-use airsync_streamer::metrics::{Counters, Status};
-use airsync_streamer::session::Phase;
-use airsync_streamer::supervisor;
 use serde_json::json;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 use common::fault_server::{Bridge, Conn, FaultServer, Offer, ToBox};
 use common::process::BoxProcess;
@@ -22,72 +16,6 @@ use common::*;
 
 const CONNECT: Duration = Duration::from_secs(20);
 const STREAM: Duration = Duration::from_secs(30);
-
-/// The box, in this process, under its supervisor.
-struct RunningBox {
-    status: Arc<Status>,
-    shutdown: CancellationToken,
-    task: JoinHandle<()>,
-}
-
-impl RunningBox {
-    fn start(cfg: Config) -> RunningBox {
-        init_tracing();
-        let status = Arc::new(Status::default());
-        let shutdown = CancellationToken::new();
-        let task = {
-            let (status, shutdown) = (status.clone(), shutdown.clone());
-            tokio::spawn(async move { supervisor::run(&cfg, shutdown, status).await })
-        };
-        RunningBox {
-            status,
-            shutdown,
-            task,
-        }
-    }
-
-    fn counter(
-        &self,
-        pick: impl Fn(&airsync_streamer::metrics::Counters) -> &std::sync::atomic::AtomicU64,
-    ) -> u64 {
-        Counters::get(pick(&self.status.counters))
-    }
-
-    fn is_streaming(&self, session_id: &str) -> bool {
-        matches!(&*self.status.phase.borrow(), Phase::Streaming { session_id: s } if s == session_id)
-    }
-
-    fn report(&self, what: &str) {
-        let c = &self.status.counters;
-        println!(
-            "{what}: started {} failed {} streamed {} dropped {} remote candidates {} phase {:?}",
-            Counters::get(&c.sessions_started),
-            Counters::get(&c.sessions_failed),
-            Counters::get(&c.sessions_streamed),
-            Counters::get(&c.remote_messages_dropped),
-            Counters::get(&c.remote_candidates_added),
-            *self.status.phase.borrow()
-        );
-    }
-
-    /// Stops the box and checks that no pipeline is left running or alive.
-    async fn stop(self) {
-        self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(10), self.task)
-            .await
-            .expect("the box stops promptly")
-            .unwrap();
-        assert_eq!(*self.status.phase.borrow(), Phase::Stopped);
-        assert_eq!(
-            self.status.pipelines_running.get(),
-            0,
-            "a pipeline was left out of Null"
-        );
-        let alive = &self.status.pipelines_alive;
-        let freed = wait_for(Duration::from_secs(5), || alive.get() == 0).await;
-        assert!(freed, "{} pipeline object(s) never freed", alive.get());
-    }
-}
 
 fn cfg_for(server: &FaultServer) -> Config {
     box_config(&server.url())

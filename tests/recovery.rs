@@ -5,12 +5,7 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
-
-use airsync_streamer::metrics::Status;
-use airsync_streamer::supervisor;
-use tokio_util::sync::CancellationToken;
 
 use common::*;
 
@@ -30,16 +25,8 @@ async fn key_frame_on_request() {
 
     let mut server = start_server(loopback_ice()).await;
     let cfg = box_config_with(&server.url(), |a| a.pipeline = Some(pipeline.clone()));
-    let status = Arc::new(Status::default());
-    let shutdown = CancellationToken::new();
-    let streamer = {
-        let (status, shutdown) = (status.clone(), shutdown.clone());
-        tokio::spawn(async move { supervisor::run(&cfg, shutdown, status).await })
-    };
-    let received = tokio::time::timeout(Duration::from_secs(20), server.sessions.recv())
-        .await
-        .expect("the box connects")
-        .unwrap();
+    let streamer = RunningBox::start(cfg);
+    let received = server.next_session().await;
     let flowing = wait_for(Duration::from_secs(30), || {
         received.video_frames() >= 30 && !received.key_frames().is_empty()
     })
@@ -83,7 +70,6 @@ async fn key_frame_on_request() {
     println!(
         "key frame request -> IDR at the receiver: {latencies:?} (one frame interval at 30 fps: 33 ms)"
     );
-    shutdown.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(5), streamer).await;
+    streamer.stop().await;
     outcome.unwrap();
 }

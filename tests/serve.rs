@@ -427,7 +427,7 @@ async fn serves_wss_with_a_certificate() {
     let server = start_serve_with(|cfg| cfg.tls = Some((cert.clone(), key.clone()))).await;
     assert!(server.box_url.starts_with("wss://127.0.0.1:"));
     assert!(server.viewer_url.starts_with("https://"));
-    let streaming = start_box_with(box_config_with(&server.box_url, |args| {
+    let streaming = RunningBox::start(box_config_with(&server.box_url, |args| {
         args.ca_file = Some(cert.clone())
     }));
     let status = server.status.clone();

@@ -19,9 +19,10 @@ use tokio::sync::mpsc;
 use gst::prelude::*;
 
 use airsync_streamer::config::{Config, FileConfig, IceConfig, StreamArgs};
-use airsync_streamer::metrics::Status;
+use airsync_streamer::metrics::{Counters, Status};
 use airsync_streamer::protocol::{self, Envelope};
 use airsync_streamer::server::answerer::{self, Answerer, ReceivedMedia};
+use airsync_streamer::session::Phase;
 use airsync_streamer::supervisor;
 use tokio_util::sync::CancellationToken;
 
@@ -281,6 +282,7 @@ pub struct RunningBox {
 
 impl RunningBox {
     pub fn start(cfg: Config) -> RunningBox {
+        init_tracing();
         let status = Arc::new(Status::default());
         let shutdown = CancellationToken::new();
         let task = {
@@ -295,13 +297,44 @@ impl RunningBox {
         }
     }
 
-    /// Asks the box to stop and waits for it, failing the test if it takes over 5 s.
+    pub fn counter(&self, pick: impl Fn(&Counters) -> &std::sync::atomic::AtomicU64) -> u64 {
+        Counters::get(pick(&self.status.counters))
+    }
+
+    pub fn is_streaming(&self, session_id: &str) -> bool {
+        matches!(&*self.status.phase.borrow(), Phase::Streaming { session_id: s } if s == session_id)
+    }
+
+    pub fn report(&self, what: &str) {
+        let c = &self.status.counters;
+        println!(
+            "{what}: started {} failed {} streamed {} dropped {} remote candidates {} phase {:?}",
+            Counters::get(&c.sessions_started),
+            Counters::get(&c.sessions_failed),
+            Counters::get(&c.sessions_streamed),
+            Counters::get(&c.remote_messages_dropped),
+            Counters::get(&c.remote_candidates_added),
+            *self.status.phase.borrow()
+        );
+    }
+
+    /// Stops the box (failing the test past 10 s) and checks that no pipeline is left running
+    /// or alive.
     pub async fn stop(self) {
         self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(5), self.task)
+        tokio::time::timeout(Duration::from_secs(10), self.task)
             .await
             .expect("the box stops promptly")
             .unwrap();
+        assert_eq!(*self.status.phase.borrow(), Phase::Stopped);
+        assert_eq!(
+            self.status.pipelines_running.get(),
+            0,
+            "a pipeline was left out of Null"
+        );
+        let alive = &self.status.pipelines_alive;
+        let freed = wait_for(Duration::from_secs(5), || alive.get() == 0).await;
+        assert!(freed, "{} pipeline object(s) never freed", alive.get());
     }
 }
 

@@ -7,11 +7,9 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use airsync_streamer::metrics::Status;
 use airsync_streamer::server::{self, ServeConfig, ServeError, ServeStatus};
-use airsync_streamer::supervisor;
 
-use crate::common::{box_config, loopback_ice};
+use crate::common::{box_config, loopback_ice, RunningBox};
 
 pub struct RunningServer {
     pub viewer_url: String,
@@ -52,37 +50,7 @@ impl RunningServer {
     }
 }
 
-pub struct RunningBox {
-    pub status: Arc<Status>,
-    shutdown: CancellationToken,
-    task: JoinHandle<()>,
-}
-
 /// A box streaming pipelines/test.pipeline to `url`, ICE on loopback.
 pub fn start_box(url: &str) -> RunningBox {
-    start_box_with(box_config(url))
-}
-
-pub fn start_box_with(cfg: airsync_streamer::config::Config) -> RunningBox {
-    let status = Arc::new(Status::default());
-    let shutdown = CancellationToken::new();
-    let task = {
-        let (status, shutdown) = (status.clone(), shutdown.clone());
-        tokio::spawn(async move { supervisor::run(&cfg, shutdown, status).await })
-    };
-    RunningBox {
-        status,
-        shutdown,
-        task,
-    }
-}
-
-impl RunningBox {
-    pub async fn stop(self) {
-        self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(10), self.task)
-            .await
-            .expect("the box stops promptly")
-            .unwrap();
-    }
+    RunningBox::start(box_config(url))
 }
