@@ -10,6 +10,7 @@
 
 use std::time::{Duration, Instant};
 
+use glib::translate::ToGlibPtr;
 use gst::prelude::*;
 use tracing::{debug, info};
 
@@ -62,6 +63,16 @@ pub fn attach_estimator(webrtc: &WebRtc, video: &VideoConfig, audio_bps: u32, tx
                     bwe.property::<u32>("estimated-bitrate"),
                 ));
             });
+            // The signal's return is `transfer floating`: webrtcbin adds the element to its
+            // bin and keeps no reference of its own. gstreamer-rs hands out non-floating
+            // references, so without this the bin's add takes a second one and every
+            // session's estimator (with its pacing thread) outlives its pipeline.
+            // SAFETY: `bwe` is a valid GObject we own; marking it floating only changes who
+            // sinks the reference.
+            unsafe {
+                let ptr: *mut gst::ffi::GstElement = bwe.to_glib_none().0;
+                glib::gobject_ffi::g_object_force_floating(ptr as *mut glib::gobject_ffi::GObject);
+            }
             Some(bwe.to_value())
         });
 }
