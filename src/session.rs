@@ -38,8 +38,6 @@ pub enum Phase {
 const MAX_PENDING_CANDIDATES: usize = 512;
 /// How long a stopping session waits for EOS to drain before forcing the pipeline down.
 const EOS_GRACE: Duration = Duration::from_millis(700);
-/// How often RTCP receiver reports are read to tune Opus FEC to the reported loss.
-const LOSS_POLL: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
@@ -129,6 +127,8 @@ struct Session<'a> {
     webrtc: WebRtc,
     channel: gst_webrtc::WebRTCDataChannel,
     events: mpsc::UnboundedReceiver<MediaEvent>,
+    /// For handlers connected after start-up (the RTP session exists only once negotiated).
+    events_tx: mpsc::UnboundedSender<MediaEvent>,
     signalling: Option<SignallingHandle>,
     offer: Option<SDPMessage>,
     answered: bool,
@@ -205,6 +205,7 @@ impl<'a> Session<'a> {
             webrtc,
             channel,
             events,
+            events_tx: tx,
             signalling: Some(signalling),
             offer: None,
             answered: false,
@@ -225,8 +226,6 @@ impl<'a> Session<'a> {
             .and_then(|g| g.pipeline().bus())
             .expect("a pipeline has a bus");
         let mut bus_messages = bus.stream();
-        let mut loss_poll = tokio::time::interval(LOSS_POLL);
-        loss_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let answer_deadline = self
                 .offer_sent_at
@@ -248,9 +247,6 @@ impl<'a> Session<'a> {
                     None => return Err(SessionError::SocketClosed("socket task ended".into())),
                 },
                 Some(msg) = bus_messages.next() => self.on_bus_message(&msg)?,
-                _ = loss_poll.tick(), if self.connected_at.is_some() && self.audio_loss.is_active() => {
-                    self.poll_loss();
-                }
                 _ = sleep_until(answer_deadline) => {
                     return Err(SessionError::AnswerTimeout(self.cfg.signalling.answer_timeout));
                 }
@@ -365,15 +361,16 @@ impl<'a> Session<'a> {
             MediaEvent::EstimatorMissing(e) => {
                 warn!(error = %e, "no rtpgccbwe: the video bitrate stays fixed");
             }
+            MediaEvent::ReportBlocks(blocks) => self.on_report_blocks(&blocks),
         }
         Ok(())
     }
 
-    /// Opus FEC follows the loss the receiver's RTCP reports show.
-    fn poll_loss(&mut self) {
-        let blocks = recovery::report_blocks(self.webrtc.element());
+    /// Opus FEC follows the loss the receiver's RTCP reports show about the audio.
+    fn on_report_blocks(&mut self, blocks: &[(u32, f64)]) {
+        tracing::trace!(?blocks, "receiver report blocks");
         let now = std::time::Instant::now();
-        if let Some(percent) = self.audio_loss.on_report_blocks(&blocks, now) {
+        if let Some(percent) = self.audio_loss.on_report_blocks(blocks, now) {
             Counters::set(
                 &self.status.counters.audio_expected_loss_percent,
                 percent as u64,
@@ -399,6 +396,7 @@ impl<'a> Session<'a> {
             .as_text()
             .map_err(|e| MediaError::webrtc("offer", e))?;
         debug!(sdp = %mask_sdp(&text), "local offer");
+        self.audio_loss.set_audio_ssrcs(sdp::ssrcs_of(&offer, 0));
         self.offer = Some(offer);
         self.send(Signal::Offer { sdp: text }).await?;
         self.offer_sent_at = Some(Instant::now());
@@ -452,6 +450,11 @@ impl<'a> Session<'a> {
             .await
             .map_err(|e| SessionError::BadAnswer(e.to_string()))?;
         self.answered = true;
+        if self.audio_loss.is_active()
+            && !recovery::watch_report_blocks(self.webrtc.element(), &self.events_tx)
+        {
+            warn!("no RTP session to read receiver reports from: Opus expected loss stays fixed");
+        }
         Counters::bump(&self.status.counters.answers_applied);
         info!(codecs = ?self.webrtc.remote_description().map(|d| sdp::codecs(&d)), "answer applied");
         for (mline, c) in std::mem::take(&mut self.pending_candidates) {

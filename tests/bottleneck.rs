@@ -45,7 +45,9 @@ impl Streaming {
         let cfg = box_config_with(&server.url(), |a| a.pipeline = Some(pipeline.clone()));
         let streamer = RunningBox::start(cfg);
         let received = server.next_session().await;
-        let flowing = wait_for(Duration::from_secs(30), || received.video_frames() > 0).await;
+        // The first key frames may not fit the bottleneck's queue until the estimate comes
+        // down, so the first picture can take a while on a loaded machine.
+        let flowing = wait_for(Duration::from_secs(60), || received.video_frames() > 0).await;
         assert!(flowing, "no video through the relay");
         Streaming {
             relay,
@@ -247,7 +249,9 @@ async fn keeps_decoding_at_five_percent_loss() {
         "no retransmission under loss: {:?}",
         stats.packets_by_pt
     );
-    // Not asserted: the RTP session keeps only the last report block each remote source sent,
-    // so the audio stream's loss shows only when its block came last (see recovery.rs).
-    let _ = loss_percent;
+    // Opus FEC follows the loss the receiver reports about the audio stream.
+    assert!(
+        loss_percent > 0,
+        "opus packet-loss-percentage never followed the reported loss"
+    );
 }

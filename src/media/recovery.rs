@@ -1,6 +1,6 @@
 //! Recovery on the audio side: Opus in-band FEC is on in the descriptions (`inband-fec=true`);
-//! here its `packet-loss-percentage` follows the loss the receiver's RTCP reports show, read
-//! from the report blocks in webrtcbin's RTP session by the session task.
+//! here its `packet-loss-percentage` follows the loss the receiver's RTCP reports show about
+//! the audio stream, read from each RTCP packet webrtcbin's RTP session receives.
 //!
 //! (Video recovery needs no code here: NACK/RTX is `do-nack` on the video transceiver, and a
 //! PLI/FIR from the receiver reaches the encoder as an upstream force-key-unit event.)
@@ -8,6 +8,7 @@
 use gst::prelude::*;
 use tracing::debug;
 
+use super::webrtc::{EventSender, MediaEvent};
 use crate::config::{AudioConfig, VideoConfig};
 
 /// Asks the video encoder for a key frame at once, as a PLI would. Called when the peer
@@ -27,42 +28,55 @@ pub fn request_key_frame(pipeline: &gst::Pipeline, video: &VideoConfig) -> bool 
     )
 }
 
-/// The report blocks (our SSRC, fraction lost 0..=1) the receiver's RTCP gave, read from the
-/// RTP session inside webrtcbin. (webrtcbin 1.22's `get-stats` lists a `remote-inbound-rtp`
-/// entry for one SSRC of the bundle only, the video or its RTX, where retransmission hides
-/// the loss; Opus needs the audio stream's own loss.)
-pub fn report_blocks(webrtcbin: &gst::Element) -> Vec<(u32, f64)> {
+/// Feeds every report block of the RTCP the peer sends into `tx` as
+/// [`MediaEvent::ReportBlocks`], from the RTP session inside webrtcbin (`on-receiving-rtcp`).
+/// Reading each packet matters: the session's own statistics keep only the last block per
+/// remote source, so the audio's block is often hidden behind the video's, and webrtcbin
+/// 1.22's `get-stats` lists one SSRC of the bundle only. Returns false while the session does
+/// not exist yet (before the answer).
+pub fn watch_report_blocks(webrtcbin: &gst::Element, tx: &EventSender) -> bool {
     let Some(rtpbin) = webrtcbin
         .downcast_ref::<gst::Bin>()
         .and_then(|b| b.by_name("rtpbin"))
     else {
-        return Vec::new();
+        return false;
     };
-    let session: gst::Element = rtpbin.emit_by_name("get-session", &[&0u32]);
-    let stats: gst::Structure = session.property("stats");
-    let Ok(sources) = stats.get::<glib::ValueArray>("source-stats") else {
-        return Vec::new();
+    let Some(session) =
+        rtpbin.emit_by_name::<Option<glib::Object>>("get-internal-session", &[&0u32])
+    else {
+        return false;
     };
-    blocks_of(
-        sources
-            .iter()
-            .filter_map(|v| v.get::<gst::Structure>().ok()),
-    )
+    let tx = tx.clone();
+    session.connect("on-receiving-rtcp", false, move |args| {
+        if let Ok(buffer) = args[1].get::<gst::Buffer>() {
+            if let Ok(map) = buffer.map_readable() {
+                let blocks = report_blocks_in(&map);
+                if !blocks.is_empty() {
+                    let _ = tx.send(MediaEvent::ReportBlocks(blocks));
+                }
+            }
+        }
+        None
+    });
+    true
 }
 
-/// The `(rb-ssrc, rb-fractionlost)` of each remote source in an rtpsession's `source-stats`.
-/// A remote source keeps only the last block it sent, about one of our SSRCs, so which of our
-/// streams shows changes from read to read; [`AudioLoss`] remembers them per SSRC.
-pub fn blocks_of(sources: impl Iterator<Item = gst::Structure>) -> Vec<(u32, f64)> {
-    sources
-        .filter(|s| !s.get::<bool>("internal").unwrap_or(true))
-        .filter(|s| s.get::<bool>("have-rb").unwrap_or(false))
-        .filter_map(|s| {
-            let ssrc = s.get::<u32>("rb-ssrc").ok()?;
-            let lost = s.get::<u32>("rb-fractionlost").ok()?;
-            Some((ssrc, lost as f64 / 256.0))
-        })
-        .collect()
+/// `(SSRC reported on, fraction lost 0..=1)` of every report block in one (compound or
+/// reduced-size) RTCP packet; nothing for a packet that does not parse.
+pub fn report_blocks_in(rtcp: &[u8]) -> Vec<(u32, f64)> {
+    let Ok(compound) = rtcp_types::Compound::parse(rtcp) else {
+        return Vec::new();
+    };
+    let block = |b: rtcp_types::ReportBlock| (b.ssrc(), f64::from(b.fraction_lost()) / 256.0);
+    let mut out = Vec::new();
+    for packet in compound.flatten() {
+        match packet {
+            rtcp_types::Packet::Rr(rr) => out.extend(rr.report_blocks().map(block)),
+            rtcp_types::Packet::Sr(sr) => out.extend(sr.report_blocks().map(block)),
+            _ => {}
+        }
+    }
+    out
 }
 
 /// How long a stream's last reported loss counts when no newer report about it was read.
@@ -74,6 +88,8 @@ pub struct AudioLoss {
     percent: i32,
     /// Our SSRC -> (last fraction lost reported for it, when it was read).
     reported: std::collections::HashMap<u32, (f64, std::time::Instant)>,
+    /// The audio stream's SSRCs (from the offer); empty: every stream counts.
+    audio_ssrcs: Vec<u32>,
 }
 
 impl AudioLoss {
@@ -89,7 +105,14 @@ impl AudioLoss {
             encoder,
             percent,
             reported: Default::default(),
+            audio_ssrcs: Vec::new(),
         }
+    }
+
+    /// Only reports about these SSRCs (the audio's, from our offer) count from now on.
+    pub fn set_audio_ssrcs(&mut self, ssrcs: Vec<u32>) {
+        self.reported.retain(|ssrc, _| ssrcs.contains(ssrc));
+        self.audio_ssrcs = ssrcs;
     }
 
     pub fn is_active(&self) -> bool {
@@ -107,7 +130,8 @@ impl AudioLoss {
         blocks: &[(u32, f64)],
         now: std::time::Instant,
     ) -> Option<i32> {
-        for &(ssrc, fraction) in blocks {
+        let ours = |ssrc: &u32| self.audio_ssrcs.is_empty() || self.audio_ssrcs.contains(ssrc);
+        for &(ssrc, fraction) in blocks.iter().filter(|(ssrc, _)| ours(ssrc)) {
             self.reported.insert(ssrc, (fraction, now));
         }
         self.reported
@@ -140,22 +164,24 @@ mod tests {
     use std::time::Duration;
 
     #[test]
-    fn report_blocks_of_remote_sources() {
-        crate::media::init().unwrap();
-        let source = |internal: bool, have_rb: bool, ssrc: u32, lost: u32| {
-            gst::Structure::builder("application/x-rtp-source-stats")
-                .field("internal", internal)
-                .field("have-rb", have_rb)
-                .field("rb-ssrc", ssrc)
-                .field("rb-fractionlost", lost)
-                .build()
-        };
-        let sources = vec![
-            source(false, true, 1, 13),
-            source(true, true, 2, 200),
-            source(false, false, 3, 100),
-        ];
-        assert_eq!(blocks_of(sources.into_iter()), vec![(1, 13.0 / 256.0)]);
+    fn report_blocks_of_a_compound_packet() {
+        // RR from SSRC 0x11 with blocks about 0xA (fraction 13/256) and 0xB (0), then an
+        // SDES-less tail: a transport-cc feedback packet, which carries no report block.
+        let rr = rtcp_types::ReceiverReport::builder(0x11)
+            .add_report_block(rtcp_types::ReportBlock::builder(0xA).fraction_lost(13))
+            .add_report_block(rtcp_types::ReportBlock::builder(0xB));
+        let mut buf = vec![0u8; 128];
+        use rtcp_types::RtcpPacketWriterExt;
+        let len = rtcp_types::Compound::builder()
+            .add_packet(rr)
+            .write_into(&mut buf)
+            .unwrap();
+        assert_eq!(
+            report_blocks_in(&buf[..len]),
+            vec![(0xA, 13.0 / 256.0), (0xB, 0.0)]
+        );
+        assert!(report_blocks_in(b"garbage").is_empty());
+        assert!(report_blocks_in(&[]).is_empty());
     }
 
     #[test]
@@ -167,6 +193,17 @@ mod tests {
             .unwrap();
         let mut loss = AudioLoss::new(&pipeline, &AudioConfig::default());
         assert!(loss.is_active());
+        assert_eq!(
+            loss.on_report_blocks(&[(42, 0.5)], std::time::Instant::now()),
+            Some(50)
+        );
+        assert_eq!(loss.on_fraction_lost(0.0), Some(0));
+        loss.set_audio_ssrcs(vec![7, 9]);
+        // Reports about other streams (the video) no longer count.
+        assert_eq!(
+            loss.on_report_blocks(&[(42, 0.5)], std::time::Instant::now()),
+            None
+        );
         assert_eq!(loss.on_fraction_lost(0.051), Some(5));
         assert_eq!(loss.on_fraction_lost(0.049), None);
         // The audio's block is remembered while reads show the video's.

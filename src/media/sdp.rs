@@ -175,6 +175,21 @@ pub fn mid_of(msg: &SDPMessageRef, mline: u32) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// The SSRCs an m-line announces (`a=ssrc:<id> …`).
+pub fn ssrcs_of(msg: &SDPMessageRef, mline: u32) -> Vec<u32> {
+    let mut ssrcs: Vec<u32> = msg
+        .media(mline)
+        .map(|m| {
+            m.attributes()
+                .filter(|a| a.key() == "ssrc")
+                .filter_map(|a| a.value()?.split_ascii_whitespace().next()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    ssrcs.dedup();
+    ssrcs
+}
+
 /// The m-line index of a mid, for candidates that name only `sdpMid`.
 pub fn mline_of(msg: &SDPMessageRef, mid: &str) -> Option<u32> {
     msg.medias()
@@ -253,6 +268,14 @@ m=application 0 UDP/DTLS/SCTP webrtc-datachannel\r\nc=IN IP4 0.0.0.0\r\na=bundle
         let mut msg = parse(WEBRTCBIN_LIKE).unwrap();
         shape_offer(&mut msg).unwrap();
         msg
+    }
+
+    #[test]
+    fn ssrcs_of_an_mline() {
+        let seed = parse(include_str!("../../tests/data/seed_offer.sdp")).unwrap();
+        assert_eq!(ssrcs_of(&seed, 0), [3944246763]);
+        assert_eq!(ssrcs_of(&seed, 1), [3660306254, 1871602834]);
+        assert!(ssrcs_of(&seed, 2).is_empty());
     }
 
     #[test]

@@ -39,6 +39,8 @@ pub enum MediaEvent {
     EstimatedBitrate(u32),
     /// webrtcbin asked for an aux sender and rtpgccbwe could not be made.
     EstimatorMissing(String),
+    /// `(SSRC reported on, fraction lost)` of each report block in one RTCP packet the peer sent.
+    ReportBlocks(Vec<(u32, f64)>),
 }
 
 pub type EventSender = UnboundedSender<MediaEvent>;

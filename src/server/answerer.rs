@@ -151,6 +151,7 @@ impl Answerer {
             .set_local(WebRTCSDPType::Answer, answer.clone())
             .await?;
         self.answered = true;
+        report_every_second(self.webrtc.element());
         for (mline, c) in std::mem::take(&mut self.pending) {
             self.webrtc.add_ice_candidate(mline, &c);
         }
@@ -421,4 +422,18 @@ fn add_counting_sink(
     pad.link(&sinkpad)
         .map_err(|e| glib::bool_error!("link failed: {e:?}"))?;
     Ok(())
+}
+
+/// Receiver reports once a second, as browsers send them, rather than rtpsession's default
+/// minimum of 5 s: the box tunes Opus FEC from them.
+fn report_every_second(webrtcbin: &gst::Element) {
+    let Some(rtpbin) = webrtcbin
+        .downcast_ref::<gst::Bin>()
+        .and_then(|b| b.by_name("rtpbin"))
+    else {
+        return;
+    };
+    if let Some(session) = rtpbin.emit_by_name::<Option<gst::Element>>("get-session", &[&0u32]) {
+        session.set_property("rtcp-min-interval", gst::ClockTime::SECOND.nseconds());
+    }
 }
