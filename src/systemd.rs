@@ -82,6 +82,12 @@ pub fn status_line(phase: &Phase, status: &Status) -> String {
     }
 }
 
+/// The watchdog is fed while the box streams, or while its current phase is younger than the
+/// stall limit: a box stuck connecting or negotiating for longer lets systemd restart it.
+fn feeds_watchdog(phase: &Phase, in_phase_for: Duration, stall_limit: Duration) -> bool {
+    matches!(phase, Phase::Streaming { .. }) || in_phase_for < stall_limit
+}
+
 /// Follows `status.phase` until it reaches `Stopped`, notifying systemd along the way.
 pub async fn run(status: Arc<Status>, stall_limit: Duration) {
     let mut phases = status.phase.subscribe();
@@ -116,9 +122,7 @@ pub async fn run(status: Arc<Status>, stall_limit: Duration) {
                     break;
                 }
                 _ = tick.tick(), if watchdog.is_some() => {
-                    let healthy = matches!(phase, Phase::Streaming { .. })
-                        || changed_at.elapsed() < stall_limit;
-                    if healthy {
+                    if feeds_watchdog(&phase, changed_at.elapsed(), stall_limit) {
                         starved = false;
                         notify(&[NotifyState::Watchdog]);
                     } else if !starved {
@@ -128,5 +132,38 @@ pub async fn run(status: Arc<Status>, stall_limit: Duration) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watchdog_starves_only_when_a_phase_outlives_the_stall_limit() {
+        let limit = Duration::from_secs(60);
+        let negotiating = Phase::Negotiating {
+            session_id: "s".into(),
+        };
+        let streaming = Phase::Streaming {
+            session_id: "s".into(),
+        };
+        assert!(feeds_watchdog(&negotiating, Duration::from_secs(59), limit));
+        assert!(!feeds_watchdog(
+            &negotiating,
+            Duration::from_secs(61),
+            limit
+        ));
+        assert!(!feeds_watchdog(
+            &Phase::Connecting,
+            Duration::from_secs(600),
+            limit
+        ));
+        // Streaming for hours is health, not a stall.
+        assert!(feeds_watchdog(
+            &streaming,
+            Duration::from_secs(36_000),
+            limit
+        ));
     }
 }
