@@ -24,9 +24,18 @@ static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(())
 const SESSIONS: u64 = 200;
 const CHECKPOINTS: [u64; 3] = [1, 50, 200];
 
-/// `(VmRSS in KiB, Threads)` of this process, from /proc/self/status.
+/// `(VmRSS in KiB, Threads)` of this process.
 fn rss_and_threads() -> (u64, u64) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    rss_and_threads_in("/proc/self/status")
+}
+
+/// `(VmRSS in KiB, Threads)` of another process we spawned.
+fn rss_and_threads_of(pid: i32) -> (u64, u64) {
+    rss_and_threads_in(&format!("/proc/{pid}/status"))
+}
+
+fn rss_and_threads_in(status_file: &str) -> (u64, u64) {
+    let status = std::fs::read_to_string(status_file).unwrap_or_default();
     let field = |name: &str| {
         status
             .lines()
@@ -169,20 +178,6 @@ async fn survives_a_server_restarting_every_few_seconds() {
     for bridge in bridges {
         bridge.finish().await;
     }
-}
-
-/// `(VmRSS in KiB, Threads)` of another process we spawned.
-fn rss_and_threads_of(pid: i32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    (field("VmRSS:"), field("Threads:"))
 }
 
 /// Sessions that really stream (ICE, DTLS, SCTP, encoders) before the server drops the
