@@ -31,6 +31,9 @@ const CHROMIUM_FLAGS: &[&str] = &[
     "--no-first-run",
     "--disable-quic",
     "--allow-loopback-in-peer-connection",
+    // Chromium hides host addresses behind mDNS names, announced by multicast on every
+    // interface: keep the test's traffic on loopback.
+    "--disable-features=WebRtcHideLocalIpsWithMdns",
     "--autoplay-policy=no-user-gesture-required",
     "--window-size=1280,800",
     "--remote-debugging-address=127.0.0.1",

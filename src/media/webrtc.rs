@@ -97,7 +97,7 @@ impl WebRtc {
                 }
             }
         }
-        enable_keepalive_checks(&self.bin);
+        tune_nice_agent(&self.bin);
         Ok(())
     }
 
@@ -399,11 +399,17 @@ fn add_header_extensions(payloader: &gst::Element, mline: u32) -> Result<(), Med
     Ok(())
 }
 
-/// libnice's keepalives are STUN indications that nobody answers, so a peer that vanishes
-/// without a goodbye (power cut, network gone) leaves ICE `connected` forever. With
-/// `keepalive-conncheck` they are binding requests that time out, and ICE goes `failed`,
-/// which ends the session. Done only where the agent exposes the property as writable.
-fn enable_keepalive_checks(bin: &gst::Element) {
+/// Two libnice settings webrtcbin does not expose:
+/// - its keepalives are STUN indications that nobody answers, so a peer that vanishes without a
+///   goodbye (power cut, network gone) leaves ICE `connected` forever; with
+///   `keepalive-conncheck` they are binding requests that time out, and ICE goes `failed`,
+///   which ends the session;
+/// - UPnP is on by default: it multicasts SSDP discovery on every interface to open router
+///   ports, which a box pinned to chosen addresses (and every test, pinned to loopback) must
+///   not do; STUN and TURN cover what it is for.
+///
+/// Each is set only where the agent exposes the property as writable.
+fn tune_nice_agent(bin: &gst::Element) {
     let webrtc_ice: gst::glib::Object = bin.property("ice-agent");
     if webrtc_ice.find_property("agent").is_none() {
         return;
@@ -411,13 +417,33 @@ fn enable_keepalive_checks(bin: &gst::Element) {
     let Some(agent) = webrtc_ice.property::<Option<gst::glib::Object>>("agent") else {
         return;
     };
-    let Some(spec) = agent.find_property("keepalive-conncheck") else {
-        return;
-    };
-    let flags = spec.flags();
-    if flags.contains(gst::glib::ParamFlags::WRITABLE)
-        && !flags.contains(gst::glib::ParamFlags::CONSTRUCT_ONLY)
-    {
-        agent.set_property("keepalive-conncheck", true);
+    for (name, value) in [("keepalive-conncheck", true), ("upnp", false)] {
+        let Some(spec) = agent.find_property(name) else {
+            continue;
+        };
+        let flags = spec.flags();
+        if flags.contains(gst::glib::ParamFlags::WRITABLE)
+            && !flags.contains(gst::glib::ParamFlags::CONSTRUCT_ONLY)
+        {
+            agent.set_property(name, value);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nice_agent_checks_keepalives_and_never_uses_upnp() {
+        crate::media::init().unwrap();
+        let bin = gst::ElementFactory::make("webrtcbin").build().unwrap();
+        tune_nice_agent(&bin);
+        let webrtc_ice: gst::glib::Object = bin.property("ice-agent");
+        let agent = webrtc_ice
+            .property::<Option<gst::glib::Object>>("agent")
+            .expect("webrtcbin 1.22 exposes its NiceAgent");
+        assert!(agent.property::<bool>("keepalive-conncheck"));
+        assert!(!agent.property::<bool>("upnp"));
     }
 }
