@@ -419,13 +419,7 @@ async fn sigterm_stops_cleanly_with_a_close_frame() {
     let bridge = conn.bridge(&loopback_ice());
     let flowing = wait_for(STREAM, || bridge.received.video_frames() >= 10).await;
     assert!(flowing, "no media before SIGTERM:\n{}", process.output());
-    let sent = Instant::now();
-    process.signal(libc::SIGTERM);
-    let status = process
-        .wait_exit(Duration::from_secs(5))
-        .await
-        .expect("the box exits after SIGTERM");
-    println!("exited {:?} after SIGTERM with {status}", sent.elapsed());
+    let status = process.stop_with_sigterm().await;
     assert_eq!(status.code(), Some(0), "{}", process.output());
     assert!(bridge.state.saw_close_frame(), "no close frame");
     let output = process.output();

@@ -7,12 +7,9 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use airsync_streamer::metrics::{Counters, Status};
-use airsync_streamer::supervisor;
-use tokio_util::sync::CancellationToken;
+use airsync_streamer::metrics::Counters;
 
 use common::fault_server::FaultServer;
 use common::*;
@@ -55,12 +52,8 @@ async fn two_hundred_sessions_leave_memory_and_threads_flat() {
     let mut cfg = box_config(&server.url());
     cfg.reconnect.initial = Duration::from_millis(10);
     cfg.reconnect.max = Duration::from_millis(10);
-    let status = Arc::new(Status::default());
-    let shutdown = CancellationToken::new();
-    let task = {
-        let (status, shutdown) = (status.clone(), shutdown.clone());
-        tokio::spawn(async move { supervisor::run(&cfg, shutdown, status).await })
-    };
+    let running = RunningBox::start(cfg);
+    let status = running.status.clone();
     let started = Instant::now();
     let mut seen = Vec::new();
     let mut ids = std::collections::HashSet::new();
@@ -89,18 +82,8 @@ async fn two_hundred_sessions_leave_memory_and_threads_flat() {
             seen.push((n, rss, threads));
         }
     }
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(10), task)
-        .await
-        .expect("stops")
-        .unwrap();
-    assert_eq!(status.pipelines_running.get(), 0);
-    let freed = wait_for(Duration::from_secs(5), || status.pipelines_alive.get() == 0).await;
-    assert!(
-        freed,
-        "{} pipelines never freed",
-        status.pipelines_alive.get()
-    );
+    // Stops the box and checks every pipeline was set to Null and freed.
+    running.stop().await;
     let (_, rss50, threads50) = seen[1];
     let (_, rss200, threads200) = seen[2];
     // Flat: the last 150 sessions may not add a thread each, nor grow memory steadily.
@@ -127,12 +110,8 @@ async fn survives_a_server_restarting_every_few_seconds() {
     let mut server = FaultServer::start().await;
     let addr = server.addr;
     let cfg = box_config(&server.url());
-    let status = Arc::new(Status::default());
-    let shutdown = CancellationToken::new();
-    let task = {
-        let (status, shutdown) = (status.clone(), shutdown.clone());
-        tokio::spawn(async move { supervisor::run(&cfg, shutdown, status).await })
-    };
+    let running = RunningBox::start(cfg);
+    let status = running.status.clone();
     let mut ids = std::collections::HashSet::new();
     let mut bridges = Vec::new();
     for cycle in 1..=cycles {
@@ -163,18 +142,8 @@ async fn survives_a_server_restarting_every_few_seconds() {
             bridge.finish().await;
         }
     }
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(10), task)
-        .await
-        .expect("stops")
-        .unwrap();
-    assert_eq!(status.pipelines_running.get(), 0);
-    let freed = wait_for(Duration::from_secs(5), || status.pipelines_alive.get() == 0).await;
-    assert!(
-        freed,
-        "{} pipelines never freed",
-        status.pipelines_alive.get()
-    );
+    // Stops the box and checks every pipeline was set to Null and freed.
+    running.stop().await;
     for bridge in bridges {
         bridge.finish().await;
     }

@@ -7,7 +7,7 @@ use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::process::{BoxProcess, BIN};
 use common::*;
@@ -147,13 +147,7 @@ async fn speaks_sd_notify_to_a_real_socket() {
             .unwrap();
         assert!(ready <= streaming, "{all:?}");
     }
-    let sent = Instant::now();
-    process.signal(libc::SIGTERM);
-    let status = process
-        .wait_exit(Duration::from_secs(5))
-        .await
-        .expect("exits after SIGTERM");
-    println!("exit {status} {:?} after SIGTERM", sent.elapsed());
+    let status = process.stop_with_sigterm().await;
     assert_eq!(status.code(), Some(0));
     assert!(
         wait_for(Duration::from_secs(2), || seen("STOPPING=1")).await,

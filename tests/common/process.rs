@@ -79,6 +79,18 @@ impl BoxProcess {
     }
 
     /// Waits for the process to exit, at most `within`. `None` if it is still running.
+    /// Sends SIGTERM and waits for the exit (at most 5 s); prints how long it took.
+    pub async fn stop_with_sigterm(&mut self) -> ExitStatus {
+        let sent = Instant::now();
+        self.signal(libc::SIGTERM);
+        let status = self
+            .wait_exit(Duration::from_secs(5))
+            .await
+            .unwrap_or_else(|| panic!("no exit within 5 s of SIGTERM:\n{}", self.output()));
+        println!("exited {status} {:?} after SIGTERM", sent.elapsed());
+        status
+    }
+
     pub async fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + within;
         let mut tick = tokio::time::interval(Duration::from_millis(20));
