@@ -162,55 +162,41 @@ async fn chromium_shows_the_box_stream_on_the_viewer_page() {
     let session = attached["sessionId"].as_str().unwrap().to_owned();
 
     // Poll the page's own getStats() summary until enough video is decoded.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
-    let stats = loop {
-        tick.tick().await;
-        let result = browser
-            .cdp
-            .call(
-                Some(&session),
-                "Runtime.evaluate",
-                json!({
-                    "expression": "window.airsyncStats ? window.airsyncStats() : null",
-                    "awaitPromise": true,
-                    "returnByValue": true,
-                }),
-            )
-            .await;
-        let stats = result["result"]["value"].clone();
-        let enough = stats["video"]["framesDecoded"].as_u64().unwrap_or(0) >= 60
-            && stats["audio"]["packetsReceived"].as_u64().unwrap_or(0) > 0;
-        if enough || tokio::time::Instant::now() >= deadline {
-            break stats;
-        }
-    };
+    let stats = evaluate_until(
+        &mut browser.cdp,
+        &session,
+        json!({
+            "expression": "window.airsyncStats ? window.airsyncStats() : null",
+            "awaitPromise": true,
+            "returnByValue": true,
+        }),
+        Duration::from_secs(60),
+        |stats| {
+            stats["video"]["framesDecoded"].as_u64().unwrap_or(0) >= 60
+                && stats["audio"]["packetsReceived"].as_u64().unwrap_or(0) > 0
+        },
+    )
+    .await;
     // What a person sees: the page's own table shows the same figures (refreshed every second).
     let shown_expr =
         "JSON.stringify(Object.fromEntries(['session','state','pair','vcodec','resolution',\
         'fps','vbitrate','vloss','apackets','aloss','dc'].map((id) => \
         [id, document.getElementById(id).textContent])))";
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let shown = loop {
-        tick.tick().await;
-        let result = browser
-            .cdp
-            .call(
-                Some(&session),
-                "Runtime.evaluate",
-                json!({ "expression": shown_expr, "returnByValue": true }),
-            )
-            .await;
-        let shown: Value =
-            serde_json::from_str(result["result"]["value"].as_str().unwrap_or("{}")).unwrap();
-        let complete = shown["resolution"] == "640×480"
-            && shown["vbitrate"]
-                .as_str()
-                .is_some_and(|b| b.ends_with("kbit/s"));
-        if complete || tokio::time::Instant::now() >= deadline {
-            break shown;
-        }
-    };
+    let shown = evaluate_until(
+        &mut browser.cdp,
+        &session,
+        json!({ "expression": shown_expr, "returnByValue": true }),
+        Duration::from_secs(10),
+        |shown| {
+            let shown: Value = serde_json::from_str(shown.as_str().unwrap_or("{}")).unwrap();
+            shown["resolution"] == "640×480"
+                && shown["vbitrate"]
+                    .as_str()
+                    .is_some_and(|b| b.ends_with("kbit/s"))
+        },
+    )
+    .await;
+    let shown: Value = serde_json::from_str(shown.as_str().unwrap_or("{}")).unwrap();
     println!("page shows: {shown:#}");
     let shot = browser
         .cdp
@@ -260,5 +246,28 @@ async fn chromium_shows_the_box_stream_on_the_viewer_page() {
     );
     for id in ["fps", "vbitrate", "vloss", "apackets", "aloss"] {
         assert_ne!(shown[id], "–", "{id} not shown: {shown}");
+    }
+}
+
+/// Evaluates `params` in the page every 500 ms until `done` holds for its value or `within`
+/// passes; returns the last value either way (the caller's assertions say what was missing).
+async fn evaluate_until(
+    cdp: &mut Cdp,
+    session: &str,
+    params: Value,
+    within: Duration,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tick.tick().await;
+        let result = cdp
+            .call(Some(session), "Runtime.evaluate", params.clone())
+            .await;
+        let value = result["result"]["value"].clone();
+        if done(&value) || tokio::time::Instant::now() >= deadline {
+            return value;
+        }
     }
 }
