@@ -85,6 +85,8 @@ pub struct IceFile {
     pub local_addresses: Vec<IpAddr>,
     #[serde(with = "humantime_serde")]
     pub disconnected_timeout: Option<Duration>,
+    #[serde(with = "humantime_serde")]
+    pub silence_timeout: Option<Duration>,
 }
 
 /// One ICE server in the shape browsers use (`RTCIceServer`).
@@ -288,7 +290,11 @@ pub struct IceConfig {
     pub servers: Vec<IceServer>,
     pub transport_policy: IcePolicy,
     pub local_addresses: Vec<IpAddr>,
+    /// How long the connection may stay `disconnected` before the session restarts.
     pub disconnected_timeout: Duration,
+    /// A connected peer unheard (no RTCP) for this long counts as disconnected; zero turns
+    /// the check off.
+    pub silence_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -512,6 +518,7 @@ impl Config {
                     .ice
                     .disconnected_timeout
                     .unwrap_or(Duration::from_secs(10)),
+                silence_timeout: file.ice.silence_timeout.unwrap_or(Duration::from_secs(10)),
             },
             reconnect,
             log_level: args

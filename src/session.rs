@@ -16,6 +16,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::Config;
 use crate::media::congestion::{self, RateControl};
+use crate::media::liveness::PeerActivity;
 use crate::media::recovery::{self, AudioLoss};
 use crate::media::{self, candidate, sdp, MediaError, MediaEvent, PipelineGuard, WebRtc};
 use crate::metrics::{Counters, Status};
@@ -55,6 +56,8 @@ pub enum SessionError {
     PeerFailed,
     #[error("peer connection disconnected for over {0:?}")]
     PeerDisconnected(Duration),
+    #[error("peer connection disconnected: nothing heard from the peer (RTCP) for {0:?}")]
+    PeerSilent(Duration),
     #[error("the peer closed the session ({0})")]
     PeerClosed(String),
     #[error("pipeline error from `{element}`: {message}")]
@@ -137,6 +140,9 @@ struct Session<'a> {
     connected_at: Option<Instant>,
     connected_now: bool,
     disconnected_since: Option<Instant>,
+    /// Whether `disconnected_since` was set by the peer's silence rather than by webrtcbin.
+    silent: bool,
+    activity: Option<PeerActivity>,
     rate: Option<RateControl>,
     audio_loss: AudioLoss,
 }
@@ -214,6 +220,8 @@ impl<'a> Session<'a> {
             connected_at: None,
             connected_now: false,
             disconnected_since: None,
+            silent: false,
+            activity: None,
             rate,
             audio_loss,
         })
@@ -226,6 +234,9 @@ impl<'a> Session<'a> {
             .and_then(|g| g.pipeline().bus())
             .expect("a pipeline has a bus");
         let mut bus_messages = bus.stream();
+        let mut liveness_check = tokio::time::interval(Duration::from_secs(1));
+        liveness_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let silence_checked = !self.cfg.ice.silence_timeout.is_zero();
         loop {
             let answer_deadline = self
                 .offer_sent_at
@@ -247,13 +258,44 @@ impl<'a> Session<'a> {
                     None => return Err(SessionError::SocketClosed("socket task ended".into())),
                 },
                 Some(msg) = bus_messages.next() => self.on_bus_message(&msg)?,
+                _ = liveness_check.tick(), if silence_checked && self.connected_now => {
+                    self.check_peer_silence();
+                }
                 _ = sleep_until(answer_deadline) => {
                     return Err(SessionError::AnswerTimeout(self.cfg.signalling.answer_timeout));
                 }
                 _ = sleep_until(disconnect_deadline) => {
-                    return Err(SessionError::PeerDisconnected(self.cfg.ice.disconnected_timeout));
+                    let ice = &self.cfg.ice;
+                    return Err(if self.silent {
+                        SessionError::PeerSilent(ice.silence_timeout + ice.disconnected_timeout)
+                    } else {
+                        SessionError::PeerDisconnected(ice.disconnected_timeout)
+                    });
                 }
             }
+        }
+    }
+
+    /// A connected peer that sends no RTCP for `ice.silence_timeout` counts as disconnected
+    /// (see `media::liveness`); hearing from it again ends that.
+    fn check_peer_silence(&mut self) {
+        let (Some(activity), Some(up)) = (&self.activity, self.connected_at) else {
+            return;
+        };
+        let silent_for = activity.silent_for(up.into_std(), std::time::Instant::now());
+        let limit = self.cfg.ice.silence_timeout;
+        if silent_for >= limit && self.disconnected_since.is_none() {
+            warn!(
+                ?silent_for,
+                restart_in = ?self.cfg.ice.disconnected_timeout,
+                "nothing heard from the peer: counting the connection as disconnected"
+            );
+            self.silent = true;
+            self.disconnected_since = Some(Instant::now());
+        } else if silent_for < limit && self.silent {
+            info!("the peer is heard again");
+            self.silent = false;
+            self.disconnected_since = None;
         }
     }
 
@@ -304,7 +346,9 @@ impl<'a> Session<'a> {
                 self.connected_now = state == WebRTCPeerConnectionState::Connected;
                 match state {
                     WebRTCPeerConnectionState::Connected => {
-                        self.disconnected_since = None;
+                        if !self.silent {
+                            self.disconnected_since = None;
+                        }
                         if self.connected_at.is_none() {
                             self.connected_at = Some(Instant::now());
                             if let Some(guard) = &self.guard {
@@ -450,6 +494,10 @@ impl<'a> Session<'a> {
             .await
             .map_err(|e| SessionError::BadAnswer(e.to_string()))?;
         self.answered = true;
+        self.activity = PeerActivity::watch(self.webrtc.element());
+        if self.activity.is_none() {
+            warn!("no RTP session to hear the peer's RTCP from: a silent peer goes unnoticed");
+        }
         if self.audio_loss.is_active()
             && !recovery::watch_report_blocks(self.webrtc.element(), &self.events_tx)
         {
@@ -524,6 +572,17 @@ impl<'a> Session<'a> {
                 Ok(())
             }
             MessageView::Eos(_) => Err(SessionError::Eos),
+            MessageView::Latency(_) => {
+                // webrtcbin adds its RTP session and transport elements during negotiation,
+                // after the pipeline distributed its latency; without a new distribution the
+                // RTP session never learns its send latency and warns on every packet.
+                if let Some(guard) = &self.guard {
+                    if let Err(e) = guard.pipeline().recalculate_latency() {
+                        debug!(error = %e, "latency recalculation failed");
+                    }
+                }
+                Ok(())
+            }
             _ => Ok(()),
         }
     }

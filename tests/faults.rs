@@ -446,11 +446,13 @@ async fn shutdown_during_negotiation_is_prompt() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn peer_that_vanishes_while_the_socket_stays_open_restarts() {
+/// The receiving peer disappears without a word (its process gone, or the network): the
+/// socket stays open, so only the media side can notice.
+async fn peer_vanishes(case: &str, silence_timeout: Duration, expected_reason: &str) {
     let mut server = FaultServer::start().await;
     let mut cfg = cfg_for(&server);
     cfg.ice.disconnected_timeout = Duration::from_secs(2);
+    cfg.ice.silence_timeout = silence_timeout;
     let running = RunningBox::start(cfg);
     let mut conn = server.next_conn(CONNECT).await;
     let offer = conn.offer(CONNECT).await;
@@ -460,15 +462,39 @@ async fn peer_that_vanishes_while_the_socket_stays_open_restarts() {
     bridge.kill_peer();
     let mut conn2 = server.next_conn(Duration::from_secs(90)).await;
     let offer2 = conn2.offer(CONNECT).await;
+    let reason = running.status.last_error.lock().unwrap().clone();
     println!(
-        "new session {:?} after the peer vanished; reason: {:?}",
-        killed.elapsed(),
-        running.status.last_error.lock().unwrap()
+        "{case}: new session {:?} after the peer vanished; reason: {reason:?}",
+        killed.elapsed()
+    );
+    assert!(
+        reason
+            .as_deref()
+            .unwrap_or_default()
+            .contains(expected_reason),
+        "{case}: the session ended for another reason: {reason:?}"
     );
     assert_ne!(offer.session_id, offer2.session_id);
     let bridge2 = conn2.bridge(&loopback_ice());
     wait_streaming(&running, &bridge2, &offer2, 10).await;
-    running.report("peer vanished");
+    running.report(case);
     running.stop().await;
     bridge2.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_peer_counts_as_disconnected_and_restarts() {
+    // No RTCP for 3 s → disconnected; disconnected for 2 s → a new session.
+    peer_vanishes(
+        "silent peer",
+        Duration::from_secs(3),
+        "nothing heard from the peer",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vanished_peer_fails_ice_and_restarts_without_the_silence_check() {
+    // libnice's consent checks alone: the connection goes `failed` after about 50 s.
+    peer_vanishes("failed peer", Duration::ZERO, "peer connection failed").await;
 }

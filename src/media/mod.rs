@@ -4,6 +4,7 @@
 pub mod candidate;
 pub mod congestion;
 pub mod ice;
+pub mod liveness;
 pub mod pipeline;
 pub mod recovery;
 pub mod sdp;

@@ -35,15 +35,7 @@ pub fn request_key_frame(pipeline: &gst::Pipeline, video: &VideoConfig) -> bool 
 /// 1.22's `get-stats` lists one SSRC of the bundle only. Returns false while the session does
 /// not exist yet (before the answer).
 pub fn watch_report_blocks(webrtcbin: &gst::Element, tx: &EventSender) -> bool {
-    let Some(rtpbin) = webrtcbin
-        .downcast_ref::<gst::Bin>()
-        .and_then(|b| b.by_name("rtpbin"))
-    else {
-        return false;
-    };
-    let Some(session) =
-        rtpbin.emit_by_name::<Option<glib::Object>>("get-internal-session", &[&0u32])
-    else {
+    let Some(session) = rtp_session(webrtcbin) else {
         return false;
     };
     let tx = tx.clone();
@@ -59,6 +51,14 @@ pub fn watch_report_blocks(webrtcbin: &gst::Element, tx: &EventSender) -> bool {
         None
     });
     true
+}
+
+/// The RTP session of webrtcbin's (bundled) transport, once negotiation has created it.
+pub(crate) fn rtp_session(webrtcbin: &gst::Element) -> Option<glib::Object> {
+    let rtpbin = webrtcbin
+        .downcast_ref::<gst::Bin>()
+        .and_then(|b| b.by_name("rtpbin"))?;
+    rtpbin.emit_by_name::<Option<glib::Object>>("get-internal-session", &[&0u32])
 }
 
 /// `(SSRC reported on, fraction lost 0..=1)` of every report block in one (compound or
