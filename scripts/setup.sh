@@ -2,7 +2,8 @@
 # Installs what airsync-streamer needs from Debian 12's own packages. Idempotent: when every
 # package is already installed it only runs dpkg-query and returns in well under a second.
 #   scripts/setup.sh          runtime + build dependencies (GStreamer 1.22, plugins, libnice)
-#   scripts/setup.sh --test   also what the test suite uses (coturn, chromium, systemd tools)
+#   scripts/setup.sh --test   also what the test suite uses (coturn, chromium, systemd tools,
+#                             pulseaudio)
 set -euo pipefail
 
 packages=(
@@ -24,6 +25,7 @@ packages=(
 )
 if [[ "${1:-}" == "--test" ]]; then
   packages+=(coturn chromium systemd procps iproute2 openssl time)   # systemd-analyze; time: scripts/bench.sh
+  packages+=(pulseaudio pulseaudio-utils)   # tests/devices.rs: a private sound server, pactl
 fi
 
 # Rust comes from rustup (Debian 12's rustc 1.63 is too old for the GStreamer bindings).

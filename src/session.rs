@@ -155,7 +155,7 @@ pub fn build_media(
     let path: &Path = &cfg.pipeline.file;
     let pipeline = media::pipeline::load(path)?;
     let guard = PipelineGuard::new(pipeline);
-    media::pipeline::check_devices(guard.pipeline())?;
+    media::devices::check(guard.pipeline())?;
     let bin = media::pipeline::find_webrtcbin(guard.pipeline(), &cfg.pipeline.webrtcbin, path)?;
     let webrtc = WebRtc::new(bin);
     webrtc.configure_ice(&cfg.ice)?;
@@ -564,6 +564,22 @@ impl<'a> Session<'a> {
                 }
                 let details = err.debug().map(|d| d.to_string()).unwrap_or_default();
                 debug!(%element, %details, "pipeline error details");
+                // An unplugged camera or microphone (or a PulseAudio source unloaded, or its
+                // server gone) is a resource error from the capture element itself; naming the
+                // device says what to fix. Its other errors (not-negotiated, say) are not that.
+                if err.error().is::<gst::ResourceError>() {
+                    if let Some(device) = msg
+                        .src()
+                        .and_then(|s| s.downcast_ref::<gst::Element>())
+                        .and_then(media::devices::describe)
+                    {
+                        return Err(MediaError::DeviceLost {
+                            device: Box::new(device),
+                            reason: message,
+                        }
+                        .into());
+                    }
+                }
                 Err(SessionError::Pipeline { element, message })
             }
             MessageView::Warning(w) => {

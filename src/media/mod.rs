@@ -3,6 +3,7 @@
 
 pub mod candidate;
 pub mod congestion;
+pub mod devices;
 pub mod ice;
 pub mod liveness;
 pub mod pipeline;
@@ -46,8 +47,16 @@ pub enum MediaError {
         "no webrtcbin named `{name}` in {path}: add `webrtcbin name={name}` to the description"
     )]
     NoWebrtcbin { name: String, path: PathBuf },
-    #[error("capture device {device} (element `{element}`) not found: is the camera plugged in? (`ls /dev/video*`)")]
-    MissingDevice { device: PathBuf, element: String },
+    #[error("{device} not found ({reason}): {}", device.hint())]
+    MissingDevice {
+        device: Box<devices::Device>,
+        reason: String,
+    },
+    #[error("{device} is gone ({reason}): retrying until it is back")]
+    DeviceLost {
+        device: Box<devices::Device>,
+        reason: String,
+    },
     #[error("the pipeline must feed webrtcbin {0}")]
     Layout(String),
     #[error("the pipeline could not start: {0}")]

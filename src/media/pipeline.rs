@@ -1,6 +1,6 @@
 //! Loading a pipeline description and owning the resulting pipeline.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use gst::prelude::*;
 
@@ -108,26 +108,6 @@ pub fn find_webrtcbin(
     Ok(element)
 }
 
-/// Checks the capture devices named in the description before going to PLAYING, so a missing
-/// camera is reported by its path rather than as a generic state-change failure.
-pub fn check_devices(pipeline: &gst::Pipeline) -> Result<(), MediaError> {
-    for element in pipeline.iterate_recurse().into_iter().flatten() {
-        let Some(factory) = element.factory() else {
-            continue;
-        };
-        if factory.name() == "v4l2src" {
-            let device: String = element.property("device");
-            if !Path::new(&device).exists() {
-                return Err(MediaError::MissingDevice {
-                    device: PathBuf::from(device),
-                    element: element.name().to_string(),
-                });
-            }
-        }
-    }
-    Ok(())
-}
-
 /// Sets the pipeline to `Null` when dropped, so no session can leak a running pipeline.
 pub struct PipelineGuard(gst::Pipeline, Option<Gauge>);
 
@@ -202,17 +182,6 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("y.pipeline"), "{err}");
-    }
-
-    #[test]
-    fn missing_camera_names_the_device() {
-        let pipeline = parse(
-            "v4l2src device=/dev/video-airsync-missing ! fakesink",
-            Path::new("z.pipeline"),
-        )
-        .unwrap();
-        let err = check_devices(&pipeline).unwrap_err().to_string();
-        assert!(err.contains("/dev/video-airsync-missing"), "{err}");
     }
 
     #[test]

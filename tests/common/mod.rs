@@ -4,6 +4,7 @@
 
 pub mod fault_server;
 pub mod process;
+pub mod pulse;
 pub mod relay;
 
 use std::net::SocketAddr;
