@@ -59,14 +59,22 @@ measure() { # label, command...: prints "cpu_s rss_kib"
   tail -n 1 "$out" | awk '{printf "%.2f %d\n", $1 + $2, $3}'
 }
 
-echo "== 1. CPU and memory, ${SECONDS_RUN} s of 1280x720@30 + Opus"
-read -r BARE_CPU BARE_RSS < <(measure bare gst-launch-1.0 -q $BARE)
-read -r BOX_CPU BOX_RSS < <(measure box "$BIN" "${BOX_ARGS[@]}")
-awk -v bc="$BARE_CPU" -v br="$BARE_RSS" -v xc="$BOX_CPU" -v xr="$BOX_RSS" 'BEGIN {
-  printf "  bare encode (gst-launch, fakesink): CPU %.2f s, peak RSS %.1f MiB\n", bc, br/1024
-  printf "  box streaming to a peer process:    CPU %.2f s, peak RSS %.1f MiB\n", xc, xr/1024
-  printf "  CPU ratio %.2fx (target <= 1.10x), peak RSS %.1f MiB (target <= 50 MiB), RSS ratio %.2fx\n", xc/bc, xr/1024, xr/br
-}'
+ROUNDS=${BENCH_ROUNDS:-3}
+echo "== 1. CPU and memory, ${SECONDS_RUN} s of 1280x720@30 + Opus, ${ROUNDS} rounds (bare and box alternating)"
+# One round is noisy on a shared 2-core machine (±10 % between identical runs): the rounds
+# alternate so both see the same background, and the median ratio is the figure.
+: > "$WORK/rounds"
+for round in $(seq "$ROUNDS"); do
+  read -r BARE_CPU BARE_RSS < <(measure bare gst-launch-1.0 -q $BARE)
+  read -r BOX_CPU BOX_RSS < <(measure box "$BIN" "${BOX_ARGS[@]}")
+  echo "$BARE_CPU $BARE_RSS $BOX_CPU $BOX_RSS" >> "$WORK/rounds"
+  awk -v r="$round" -v bc="$BARE_CPU" -v br="$BARE_RSS" -v xc="$BOX_CPU" -v xr="$BOX_RSS" 'BEGIN {
+    printf "  round %d: bare CPU %.2f s, peak RSS %.1f MiB; box CPU %.2f s, peak RSS %.1f MiB; CPU ratio %.2fx\n", r, bc, br/1024, xc, xr/1024, xc/bc }'
+done
+awk '{ printf "%.4f\n", $3 / $1 }' "$WORK/rounds" | sort -n | awk '
+  { r[NR] = $1 } END { printf "  CPU ratio median %.2fx over %d rounds [%.2f-%.2f] (target <= 1.10x)\n", r[int((NR + 1) / 2)], NR, r[1], r[NR] }'
+awk '{ if ($4 > peak) peak = $4; if ($2 > bare) bare = $2 } END {
+  printf "  peak RSS %.1f MiB, highest of the rounds (target <= 50 MiB); bare pipeline %.1f MiB (gst-launch, with transparent huge pages as the system sets them; the box turns them off for itself)\n", peak/1024, bare/1024 }' "$WORK/rounds"
 
 echo "== 2. offer/answer -> first decoded frame (5 sessions, loopback)"
 for i in 1 2 3 4 5; do

@@ -1,6 +1,7 @@
 //! airsync-streamer: a GStreamer `webrtcbin` bridged to a WebSocket signalling server.
 
 pub mod config;
+pub mod huge_pages;
 pub mod logging;
 pub mod media;
 pub mod metrics;

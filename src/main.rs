@@ -77,6 +77,10 @@ impl Default for DemoArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Before any thread or encoder exists, so every mapping is made without huge pages.
+    if let Err(e) = airsync_streamer::huge_pages::disable() {
+        eprintln!("airsync-streamer: transparent huge pages stay on ({e})");
+    }
     let result = match cli.command {
         Some(Command::Stream(args)) => stream(args),
         None if cli.stream.url.is_none() && cli.stream.config.is_none() => demo(DemoArgs {

@@ -399,14 +399,20 @@ fn add_header_extensions(payloader: &gst::Element, mline: u32) -> Result<(), Med
     Ok(())
 }
 
-/// Two libnice settings webrtcbin does not expose:
+/// libnice's pacing of connectivity checks (Ta). Its default, 20 ms, spaces the box's checks
+/// so that ICE on a LAN takes several ticks; RFC 8445 allows down to 5 ms, and a box has few
+/// candidate pairs, so checks stay rare on the wire.
+const ICE_PACING_MS: u32 = 5;
+
+/// Three libnice settings webrtcbin does not expose:
 /// - its keepalives are STUN indications that nobody answers, so a peer that vanishes without a
 ///   goodbye (power cut, network gone) leaves ICE `connected` forever; with
 ///   `keepalive-conncheck` they are binding requests that time out, and ICE goes `failed`,
 ///   which ends the session;
 /// - UPnP is on by default: it multicasts SSDP discovery on every interface to open router
 ///   ports, which a box pinned to chosen addresses (and every test, pinned to loopback) must
-///   not do; STUN and TURN cover what it is for.
+///   not do; STUN and TURN cover what it is for;
+/// - the check pacing, [`ICE_PACING_MS`].
 ///
 /// Each is set only where the agent exposes the property as writable.
 fn tune_nice_agent(bin: &gst::Element) {
@@ -417,15 +423,21 @@ fn tune_nice_agent(bin: &gst::Element) {
     let Some(agent) = webrtc_ice.property::<Option<gst::glib::Object>>("agent") else {
         return;
     };
-    for (name, value) in [("keepalive-conncheck", true), ("upnp", false)] {
+    let settings = [
+        ("keepalive-conncheck", true.to_value()),
+        ("upnp", false.to_value()),
+        ("stun-pacing-timer", ICE_PACING_MS.to_value()),
+    ];
+    for (name, value) in settings {
         let Some(spec) = agent.find_property(name) else {
             continue;
         };
         let flags = spec.flags();
         if flags.contains(gst::glib::ParamFlags::WRITABLE)
             && !flags.contains(gst::glib::ParamFlags::CONSTRUCT_ONLY)
+            && spec.value_type() == value.type_()
         {
-            agent.set_property(name, value);
+            agent.set_property_from_value(name, &value);
         }
     }
 }
@@ -435,7 +447,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn nice_agent_checks_keepalives_and_never_uses_upnp() {
+    fn nice_agent_checks_keepalives_paces_checks_and_never_uses_upnp() {
         crate::media::init().unwrap();
         let bin = gst::ElementFactory::make("webrtcbin").build().unwrap();
         tune_nice_agent(&bin);
@@ -445,5 +457,6 @@ mod tests {
             .expect("webrtcbin 1.22 exposes its NiceAgent");
         assert!(agent.property::<bool>("keepalive-conncheck"));
         assert!(!agent.property::<bool>("upnp"));
+        assert_eq!(agent.property::<u32>("stun-pacing-timer"), ICE_PACING_MS);
     }
 }
