@@ -102,6 +102,15 @@ impl ProtocolServer {
         self.frames_in(Dir::FromBox)
     }
 
+    /// The sessionId of each offer the box sent, in order.
+    pub fn offered_session_ids(&self) -> Vec<String> {
+        self.frames_from_box()
+            .iter()
+            .filter(|m| m["type"] == "offer")
+            .map(|m| m["sessionId"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+
     pub fn frames_to_box(&self) -> Vec<serde_json::Value> {
         self.frames_in(Dir::ToBox)
     }
