@@ -3,7 +3,7 @@
 # package is already installed it only runs dpkg-query and returns in well under a second.
 #   scripts/setup.sh          runtime + build dependencies (GStreamer 1.22, plugins, libnice)
 #   scripts/setup.sh --test   also what the test suite uses (coturn, chromium, systemd tools,
-#                             pulseaudio)
+#                             pulseaudio, gcc)
 set -euo pipefail
 
 packages=(
@@ -26,6 +26,7 @@ packages=(
 if [[ "${1:-}" == "--test" ]]; then
   packages+=(coturn chromium systemd procps iproute2 openssl time)   # systemd-analyze; time: scripts/bench.sh
   packages+=(pulseaudio pulseaudio-utils)   # tests/devices.rs: a private sound server, pactl
+  packages+=(gcc libc6-dev)   # tests/camera.rs: compiles the emulated camera (tests/data/fake_v4l2.c)
 fi
 
 # Rust comes from rustup (Debian 12's rustc 1.63 is too old for the GStreamer bindings).

@@ -1,8 +1,6 @@
 //! Capture devices that go away and come back (issue 4, point 2), with a real microphone: the
-//! monitor of a PulseAudio null sink in a private daemon, captured by `pulsesrc`. These
-//! machines have no v4l2loopback or snd-aloop, so a camera can only be tested missing at start
-//! (`tests/faults.rs`); a PulseAudio source can be unloaded and loaded again while the box
-//! streams.
+//! monitor of a PulseAudio null sink in a private daemon, captured by `pulsesrc`, which can be
+//! unloaded and loaded again while the box streams. The camera's twin is `tests/camera.rs`.
 
 mod common;
 
@@ -38,15 +36,6 @@ fn description_with_microphone(server: &str, device: &str) -> String {
         .collect();
     assert!(replaced, "no audiotestsrc line in test.pipeline:\n{test}");
     lines.join("\n") + "\n"
-}
-
-fn offered_session_ids(server: &ProtocolServer) -> Vec<String> {
-    server
-        .frames_from_box()
-        .iter()
-        .filter(|m| m["type"] == "offer")
-        .map(|m| m["sessionId"].as_str().unwrap_or_default().to_owned())
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -93,7 +82,7 @@ async fn microphone_unplugged_while_streaming_is_named_and_resumes() {
         first.audio_buffers(),
         process.output()
     );
-    let first_ids = offered_session_ids(&server);
+    let first_ids = server.offered_session_ids();
     assert_eq!(first_ids.len(), 1, "{first_ids:?}");
 
     // Unplug: the session ends with one line naming the device.
@@ -152,7 +141,7 @@ async fn microphone_unplugged_while_streaming_is_named_and_resumes() {
         "streaming again {:?} after the microphone came back",
         replugged.elapsed()
     );
-    let ids = offered_session_ids(&server);
+    let ids = server.offered_session_ids();
     assert_eq!(ids.len(), 2, "one offer per connected session: {ids:?}");
     assert_ne!(ids[0], ids[1], "the new session has a new sessionId");
 

@@ -2,6 +2,7 @@
 //! protocol, with a real receiving webrtcbin (the answerer) behind each connection.
 #![allow(dead_code)]
 
+pub mod fake_camera;
 pub mod fault_server;
 pub mod process;
 pub mod pulse;
@@ -99,6 +100,15 @@ impl ProtocolServer {
 
     pub fn frames_from_box(&self) -> Vec<serde_json::Value> {
         self.frames_in(Dir::FromBox)
+    }
+
+    /// The sessionId of each offer the box sent, in order.
+    pub fn offered_session_ids(&self) -> Vec<String> {
+        self.frames_from_box()
+            .iter()
+            .filter(|m| m["type"] == "offer")
+            .map(|m| m["sessionId"].as_str().unwrap_or_default().to_owned())
+            .collect()
     }
 
     pub fn frames_to_box(&self) -> Vec<serde_json::Value> {

@@ -29,6 +29,9 @@ impl BoxProcess {
             .env_remove("AIRSYNC_CONFIG")
             .env_remove("AIRSYNC_LOG")
             .env_remove("RUST_LOG")
+            // libv4l2 makes its ioctls as raw syscalls, past the emulated camera's shim
+            // (tests/common/fake_camera.rs); v4l2src uses it only when this is set.
+            .env_remove("GST_V4L2_USE_LIBV4L2")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
