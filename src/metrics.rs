@@ -28,6 +28,11 @@ pub struct Counters {
     pub video_picture_level: AtomicU64,
     /// The Opus encoder's `packet-loss-percentage`, following RTCP receiver reports.
     pub audio_expected_loss_percent: AtomicU64,
+    /// Key frame requests the video encoder answered, and the longest and latest answer (µs)
+    /// from the request reaching the encoder to the key frame leaving it.
+    pub key_frames_answered: AtomicU64,
+    pub key_frame_answer_max_us: AtomicU64,
+    pub key_frame_answer_last_us: AtomicU64,
 }
 
 impl Counters {

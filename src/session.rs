@@ -192,6 +192,9 @@ impl<'a> Session<'a> {
             RateControl::new(guard.pipeline(), &cfg.video, audio_bps)
         });
         let audio_loss = AudioLoss::new(guard.pipeline(), &cfg.audio);
+        if !recovery::time_key_frame_answers(guard.pipeline(), &cfg.video, &tx) {
+            debug!(encoder = %cfg.video.encoder, "no video encoder of that name to time key frames on");
+        }
         status.set_phase(Phase::Connecting);
         let signalling = signalling::connect(&cfg.signalling).await?;
         status.set_phase(Phase::Negotiating {
@@ -406,6 +409,16 @@ impl<'a> Session<'a> {
                 warn!(error = %e, "no rtpgccbwe: the video bitrate stays fixed");
             }
             MediaEvent::ReportBlocks(blocks) => self.on_report_blocks(&blocks),
+            MediaEvent::KeyFrameAnswered(after) => {
+                debug!(?after, "key frame out of the encoder after the request");
+                let counters = &self.status.counters;
+                let us = after.as_micros() as u64;
+                Counters::bump(&counters.key_frames_answered);
+                Counters::set(&counters.key_frame_answer_last_us, us);
+                counters
+                    .key_frame_answer_max_us
+                    .fetch_max(us, std::sync::atomic::Ordering::Relaxed);
+            }
         }
         Ok(())
     }

@@ -7,6 +7,7 @@ mod common;
 
 use std::time::Duration;
 
+use airsync_streamer::metrics::Counters;
 use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -70,6 +71,18 @@ async fn key_frame_on_request() {
     println!(
         "key frame request -> IDR at the receiver: {latencies:?} (one frame interval at 30 fps: 33 ms)"
     );
+    let counters = &streamer.status.counters;
+    let answered = Counters::get(&counters.key_frames_answered);
+    println!(
+        "request at the box's encoder -> key frame out of it: {answered} answered, longest {:.1} ms, last {:.1} ms (target: within one frame interval, 33 ms)",
+        Counters::get(&counters.key_frame_answer_max_us) as f64 / 1000.0,
+        Counters::get(&counters.key_frame_answer_last_us) as f64 / 1000.0,
+    );
     streamer.stop().await;
     outcome.unwrap();
+    // The box's own request when the peer connected, and the three rounds.
+    assert!(
+        answered >= 4,
+        "the encoder's key frame answers were not seen ({answered})"
+    );
 }

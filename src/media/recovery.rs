@@ -28,6 +28,49 @@ pub fn request_key_frame(pipeline: &gst::Pipeline, video: &VideoConfig) -> bool 
     )
 }
 
+/// Times how long the video encoder takes to answer a key frame request: from the
+/// force-key-unit event reaching its source pad (the RTP session makes one of each PLI/FIR)
+/// to the next key frame leaving it. Each answer goes to `tx` as
+/// [`MediaEvent::KeyFrameAnswered`]. Returns false when the description has no such encoder.
+pub fn time_key_frame_answers(
+    pipeline: &gst::Pipeline,
+    video: &VideoConfig,
+    tx: &EventSender,
+) -> bool {
+    let Some(src) = pipeline
+        .by_name(&video.encoder)
+        .and_then(|e| e.static_pad("src"))
+    else {
+        return false;
+    };
+    let asked: std::sync::Mutex<Option<std::time::Instant>> = Default::default();
+    let tx = tx.clone();
+    src.add_probe(
+        gst::PadProbeType::EVENT_UPSTREAM | gst::PadProbeType::BUFFER,
+        move |_, info| {
+            match &info.data {
+                Some(gst::PadProbeData::Event(event))
+                    if gst_video::ForceKeyUnitEvent::is(event) =>
+                {
+                    // The first request counts: later ones before the key frame share it.
+                    let mut asked = asked.lock().unwrap();
+                    asked.get_or_insert_with(std::time::Instant::now);
+                }
+                Some(gst::PadProbeData::Buffer(buffer))
+                    if !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT) =>
+                {
+                    if let Some(at) = asked.lock().unwrap().take() {
+                        let _ = tx.send(MediaEvent::KeyFrameAnswered(at.elapsed()));
+                    }
+                }
+                _ => {}
+            }
+            gst::PadProbeReturn::Ok
+        },
+    )
+    .is_some()
+}
+
 /// Feeds every report block of the RTCP the peer sends into `tx` as
 /// [`MediaEvent::ReportBlocks`], from the RTP session inside webrtcbin (`on-receiving-rtcp`).
 /// Reading each packet matters: the session's own statistics keep only the last block per
