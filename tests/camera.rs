@@ -7,13 +7,13 @@
 mod common;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use common::fake_camera::FakeCamera;
 use common::process::BoxProcess;
+use common::unplug::{unplug_and_replug, Device};
 use common::*;
 
-const STREAM: Duration = Duration::from_secs(30);
+use airsync_streamer::server::answerer::ReceivedMedia;
 
 /// `pipelines/test.pipeline`'s webrtcbin and audio, and `pipelines/camera.pipeline`'s video
 /// branch capturing `device`.
@@ -54,88 +54,25 @@ async fn camera_unplugged_while_streaming_is_named_and_resumes() {
     std::fs::write(&pipeline, description_with_camera(&camera.device())).unwrap();
 
     let mut server = start_server(loopback_ice()).await;
-    let env = camera.env();
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let mut process = BoxProcess::spawn(
-        &[
-            "--url",
-            &server.url(),
-            "--pipeline",
-            pipeline.to_str().unwrap(),
-            "--ice-address",
-            LOOPBACK,
-        ],
-        &env,
-    );
+    let mut process = BoxProcess::streaming(&server.url(), &pipeline, &camera.env());
 
-    // Session 1 streams the camera's video.
-    let first = server.next_session().await;
-    let flowing = wait_for(STREAM, || first.video_frames() >= 30).await;
-    assert!(
-        flowing,
-        "session 1 did not stream (video {}):\n{}",
-        first.video_frames(),
-        process.output()
-    );
-    let first_ids = server.offered_session_ids();
-    assert_eq!(first_ids.len(), 1, "{first_ids:?}");
-
-    // Unplug: the session ends with one line naming the device.
-    camera.unplug();
-    let unplugged = Instant::now();
-    let is_gone = |l: &str| l.contains(&device) && l.contains("is gone");
-    let ended = wait_for(Duration::from_secs(10), || {
-        process.count_lines(is_gone) >= 1
-    })
+    let streams = |m: &ReceivedMedia| {
+        (
+            m.video_frames() >= 30,
+            format!("video {}", m.video_frames()),
+        )
+    };
+    let device = Device {
+        what: "camera",
+        name: &device,
+        streams: &streams,
+    };
+    unplug_and_replug(
+        &mut server,
+        &mut process,
+        device,
+        || camera.unplug(),
+        || camera.plug(),
+    )
     .await;
-    assert!(
-        ended,
-        "no error naming {device} after the unplug:\n{}",
-        process.output()
-    );
-    println!("unplug noticed after {:?}", unplugged.elapsed());
-
-    // While it is absent, each retry fails fast with the device named, before connecting.
-    let not_found = |l: &str| l.contains(&device) && l.contains("not found");
-    let retried = wait_for(Duration::from_secs(15), || {
-        process.count_lines(not_found) >= 2
-    })
-    .await;
-    assert!(
-        retried,
-        "retries did not name {device}:\n{}",
-        process.output()
-    );
-    assert_eq!(process.count_lines(is_gone), 1, "{}", process.output());
-    assert!(
-        server.sessions.try_recv().is_err(),
-        "the box connected while the camera was missing"
-    );
-    assert!(
-        process.wait_exit(Duration::ZERO).await.is_none(),
-        "the box exited:\n{}",
-        process.output()
-    );
-
-    // Plug back: a new session streams the camera again.
-    camera.plug();
-    let replugged = Instant::now();
-    let second = server.next_session().await;
-    let flowing = wait_for(STREAM, || second.video_frames() >= 30).await;
-    assert!(
-        flowing,
-        "no video after the camera came back (video {}):\n{}",
-        second.video_frames(),
-        process.output()
-    );
-    println!(
-        "streaming again {:?} after the camera came back",
-        replugged.elapsed()
-    );
-    let ids = server.offered_session_ids();
-    assert_eq!(ids.len(), 2, "one offer per connected session: {ids:?}");
-    assert_ne!(ids[0], ids[1], "the new session has a new sessionId");
-
-    let status = process.stop_with_sigterm().await;
-    assert_eq!(status.code(), Some(0), "{}", process.output());
 }

@@ -332,17 +332,7 @@ async fn missing_camera_is_named_and_retried() {
     let described = format!("{test}\nv4l2src device={device} ! fakesink\n");
     let pipeline = write_pipeline(dir.path(), "camera.pipeline", &described);
     let mut server = FaultServer::start().await;
-    let mut process = BoxProcess::spawn(
-        &[
-            "--url",
-            &server.url(),
-            "--pipeline",
-            pipeline.to_str().unwrap(),
-            "--ice-address",
-            LOOPBACK,
-        ],
-        &[],
-    );
+    let mut process = BoxProcess::streaming(&server.url(), &pipeline, &[]);
     // Each attempt fails with a line naming the device; the box keeps trying.
     let retried = wait_for(Duration::from_secs(20), || {
         process.count_lines(|l| l.contains(device)) >= 2

@@ -7,6 +7,7 @@ pub mod fault_server;
 pub mod process;
 pub mod pulse;
 pub mod relay;
+pub mod unplug;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -20,6 +20,21 @@ pub struct BoxProcess {
 }
 
 impl BoxProcess {
+    /// The box streaming `pipeline` to the server at `url`, ICE pinned to loopback.
+    pub fn streaming(url: &str, pipeline: &std::path::Path, env: &[(&str, String)]) -> BoxProcess {
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let pipeline = pipeline.to_str().expect("a UTF-8 path");
+        let args = [
+            "--url",
+            url,
+            "--pipeline",
+            pipeline,
+            "--ice-address",
+            super::LOOPBACK,
+        ];
+        BoxProcess::spawn(&args, &env)
+    }
+
     pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> BoxProcess {
         let mut cmd = Command::new(BIN);
         cmd.args(args)
