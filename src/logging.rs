@@ -62,7 +62,7 @@ fn route_gstreamer_log() {
 ///   follow with the first packet;
 /// - webrtcbin's transport send bin refuses the latency event while DTLS is not up;
 /// - the first RTP packet leaves before the pipeline has redistributed its latency (the session
-///   does it at once, see `session.rs`);
+///   does it at once, see `session/events.rs`);
 /// - rtpgccbwe reports its pacing task ending at EOS as an error, and rtpfunnel fails to push a
 ///   segment after it: both only happen when a stop drains the pipeline with EOS.
 const ROUTINE: &[(&str, &str, &str)] = &[

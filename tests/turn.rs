@@ -55,11 +55,39 @@ impl Coturn {
             .stderr(Stdio::null())
             .spawn()
             .expect("turnserver (Debian package coturn) runs; scripts/setup.sh --test installs it");
-        Coturn {
+        let coturn = Coturn {
             child,
             port,
             _dir: dir,
+        };
+        coturn.wait_until_answering();
+        coturn
+    }
+
+    /// libnice gives up on a TURN allocation after 2 s (500 ms doubling, three retries); on a
+    /// loaded machine coturn may not listen yet when the box starts, so the test waits until it
+    /// answers a STUN Binding request.
+    fn wait_until_answering(&self) {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        // Binding request: type 0x0001, length 0, magic cookie, 12-byte transaction id.
+        let mut request = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xA4, 0x42];
+        request.extend_from_slice(b"airsync-test");
+        let mut reply = [0u8; 512];
+        for _ in 0..100 {
+            let _ = socket.send_to(&request, ("127.0.0.1", self.port));
+            if let Ok((n, _)) = socket.recv_from(&mut reply) {
+                if n >= 20 && reply[8..20] == request[8..20] {
+                    return;
+                }
+            }
         }
+        panic!(
+            "coturn did not answer STUN on 127.0.0.1:{} within 10 s",
+            self.port
+        );
     }
 }
 
