@@ -1,13 +1,19 @@
-//! TOML file plus command line to one validated [`Config`]. The command line wins.
+//! TOML file plus command line to one validated [`Config`]. The command line wins. The file's
+//! shape is in `file.rs`, the command line's in `args.rs`; this module merges and checks them.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
 use url::Url;
 
 use crate::secret::{Secret, SecretError, SecretSource};
+
+mod args;
+mod file;
+
+pub use args::StreamArgs;
+pub use file::*;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -29,183 +35,6 @@ fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
         key: key.into(),
         message: message.into(),
     }
-}
-
-/// The configuration file as written. Every table denies unknown keys so typos fail at start.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct FileConfig {
-    pub signalling: SignallingFile,
-    pub pipeline: PipelineFile,
-    pub ice: IceFile,
-    pub reconnect: ReconnectFile,
-    pub log: LogFile,
-    pub video: VideoFile,
-    pub audio: AudioFile,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SignallingFile {
-    pub url: Option<String>,
-    pub session_id: Option<String>,
-    pub token: Option<SecretSource>,
-    /// `header` (default, `Authorization: Bearer …`) or `query` (`?token=…`).
-    pub token_in: Option<TokenPlacement>,
-    pub ca_file: Option<PathBuf>,
-    #[serde(with = "humantime_serde")]
-    pub answer_timeout: Option<Duration>,
-    #[serde(with = "humantime_serde")]
-    pub connect_timeout: Option<Duration>,
-    #[serde(with = "humantime_serde")]
-    pub ping_interval: Option<Duration>,
-    pub max_message_size: Option<usize>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum TokenPlacement {
-    Header,
-    Query,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct PipelineFile {
-    pub file: Option<PathBuf>,
-    pub webrtcbin: Option<String>,
-    pub data_channel: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct IceFile {
-    pub servers: Vec<IceServerFile>,
-    pub transport_policy: Option<IcePolicy>,
-    pub local_addresses: Vec<IpAddr>,
-    #[serde(with = "humantime_serde")]
-    pub disconnected_timeout: Option<Duration>,
-    #[serde(with = "humantime_serde")]
-    pub silence_timeout: Option<Duration>,
-}
-
-/// One ICE server in the shape browsers use (`RTCIceServer`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct IceServerFile {
-    pub urls: OneOrMany,
-    pub username: Option<String>,
-    pub credential: Option<SecretSource>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-pub enum OneOrMany {
-    One(String),
-    Many(Vec<String>),
-}
-
-impl OneOrMany {
-    fn into_vec(self) -> Vec<String> {
-        match self {
-            OneOrMany::One(s) => vec![s],
-            OneOrMany::Many(v) => v,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum IcePolicy {
-    #[default]
-    All,
-    Relay,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ReconnectFile {
-    #[serde(with = "humantime_serde")]
-    pub initial: Option<Duration>,
-    #[serde(with = "humantime_serde")]
-    pub max: Option<Duration>,
-    #[serde(with = "humantime_serde")]
-    pub reset_after: Option<Duration>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LogFile {
-    pub level: Option<String>,
-}
-
-/// Congestion control of the video encoder. Bitrates in kbit/s.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct VideoFile {
-    pub encoder: Option<String>,
-    pub min_bitrate: Option<u32>,
-    pub start_bitrate: Option<u32>,
-    pub max_bitrate: Option<u32>,
-    pub congestion_control: Option<bool>,
-    pub scale_caps: Option<String>,
-    pub step_down_below: Option<u32>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AudioFile {
-    pub encoder: Option<String>,
-}
-
-/// Command-line options of the streaming job; each one overrides the file.
-#[derive(Debug, Default, Clone, clap::Args)]
-pub struct StreamArgs {
-    /// TOML configuration file (see README.md for every key).
-    #[arg(short, long, env = "AIRSYNC_CONFIG")]
-    pub config: Option<PathBuf>,
-    /// Signalling server, ws:// or wss:// [config: signalling.url].
-    #[arg(long)]
-    pub url: Option<String>,
-    /// Pipeline description file (gst-launch syntax) [config: pipeline.file].
-    #[arg(short, long)]
-    pub pipeline: Option<PathBuf>,
-    /// Fixed session id instead of a fresh UUID per session [config: signalling.session_id].
-    #[arg(long)]
-    pub session_id: Option<String>,
-    /// ICE servers as JSON in the browser's RTCIceServer shape, replacing the file's list, e.g.
-    /// '[{"urls":"stun:stun.example.org:3478"},{"urls":["turn:t.example.org:3478?transport=udp"],"username":"u","credential":"p"}]'
-    /// [config: ice.servers]. Prefer the config file (or a credential file) for credentials.
-    #[arg(long, value_name = "JSON")]
-    pub ice_servers: Option<String>,
-    /// ICE transport policy: all candidates, or relay (TURN) only [config: ice.transport_policy].
-    #[arg(long, value_enum)]
-    pub ice_transport_policy: Option<IcePolicy>,
-    /// Local address ICE may gather on; repeat for several. Pins ICE to these addresses only;
-    /// needed on loopback-only hosts [config: ice.local_addresses].
-    #[arg(long = "ice-address", value_name = "IP")]
-    pub ice_addresses: Vec<IpAddr>,
-    /// CA certificate (PEM) trusted for wss:// besides the system roots [config: signalling.ca_file].
-    #[arg(long)]
-    pub ca_file: Option<PathBuf>,
-    /// File holding the signalling auth token [config: signalling.token].
-    #[arg(long)]
-    pub token_file: Option<PathBuf>,
-    /// Where the token goes: an Authorization header or a `token` query parameter [config: signalling.token_in].
-    #[arg(long, value_enum)]
-    pub token_in: Option<TokenPlacement>,
-    /// Log level or tracing filter, e.g. `info` or `airsync_streamer=debug` [config: log.level].
-    #[arg(long, env = "AIRSYNC_LOG")]
-    pub log_level: Option<String>,
-    /// Lowest video bitrate congestion control may choose, kbit/s [config: video.min_bitrate].
-    #[arg(long, value_name = "KBPS")]
-    pub video_min_bitrate: Option<u32>,
-    /// Video bitrate before the first estimate, kbit/s [config: video.start_bitrate].
-    #[arg(long, value_name = "KBPS")]
-    pub video_start_bitrate: Option<u32>,
-    /// Highest video bitrate congestion control may choose, kbit/s [config: video.max_bitrate].
-    #[arg(long, value_name = "KBPS")]
-    pub video_max_bitrate: Option<u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -324,23 +153,6 @@ impl Default for ReconnectConfig {
 pub const DEFAULT_PIPELINE: &str = "pipelines/camera.pipeline";
 pub const DEFAULT_WEBRTCBIN: &str = "webrtc";
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 1024 * 1024;
-
-impl FileConfig {
-    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Self::from_toml(&text, path)
-    }
-
-    pub fn from_toml(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: path.to_owned(),
-            message: e.to_string(),
-        })
-    }
-}
 
 impl Config {
     /// Reads the file named by `--config` (if any), applies the command line, validates.
