@@ -393,17 +393,8 @@ async fn broken_pipeline_description_fails_fast_with_file_and_line() {
 async fn sigterm_stops_cleanly_with_a_close_frame() {
     init_tracing();
     let mut server = FaultServer::start().await;
-    let mut process = BoxProcess::spawn(
-        &[
-            "--url",
-            &server.url(),
-            "--pipeline",
-            repo_path("pipelines/test.pipeline").to_str().unwrap(),
-            "--ice-address",
-            LOOPBACK,
-        ],
-        &[],
-    );
+    let mut process =
+        BoxProcess::streaming(&server.url(), &repo_path("pipelines/test.pipeline"), &[]);
     let mut conn = server.next_conn(CONNECT).await;
     let offer = conn.offer(CONNECT).await;
     let bridge = conn.bridge(&loopback_ice());

@@ -106,22 +106,15 @@ async fn speaks_sd_notify_to_a_real_socket() {
     };
 
     let mut server = start_server(loopback_ice()).await;
-    let process = BoxProcess::spawn(
+    let mut process = BoxProcess::streaming(
+        &server.url(),
+        &repo_path("pipelines/test.pipeline"),
         &[
-            "--url",
-            &server.url(),
-            "--pipeline",
-            repo_path("pipelines/test.pipeline").to_str().unwrap(),
-            "--ice-address",
-            LOOPBACK,
-        ],
-        &[
-            ("NOTIFY_SOCKET", socket_path.to_str().unwrap()),
+            ("NOTIFY_SOCKET", socket_path.to_str().unwrap().to_owned()),
             // No WATCHDOG_PID: sd_watchdog_enabled(3) then applies it to this process.
-            ("WATCHDOG_USEC", "400000"),
+            ("WATCHDOG_USEC", "400000".to_owned()),
         ],
     );
-    let mut process = process;
     let received = tokio::time::timeout(Duration::from_secs(20), server.sessions.recv())
         .await
         .expect("the box connects")
