@@ -184,37 +184,31 @@ async fn run(
     let mut ping = tokio::time::interval(ping_interval);
     ping.tick().await;
     let mut last_heard = tokio::time::Instant::now();
-    let reason = loop {
+    let end = loop {
         tokio::select! {
+            // A stop goes first, ahead of any backlog of incoming frames.
+            biased;
             out = outbound.recv() => match out {
                 Some(envelope) => {
                     if let Err(e) = sink.send(Message::text(protocol::encode(&envelope))).await {
-                        break format!("send failed: {e}");
+                        break End::Lost(format!("send failed: {e}"));
                     }
                 }
-                None => {
-                    let _ = sink.close(None).await;
-                    // Let the server's close frame arrive so the close handshake completes.
-                    let _ = tokio::time::timeout(Duration::from_millis(500), async {
-                        while let Some(Ok(m)) = stream.next().await {
-                            if m.is_close() { break; }
-                        }
-                    }).await;
-                    return;
-                }
+                None => break End::Close,
             },
             frame = stream.next() => {
                 last_heard = tokio::time::Instant::now();
                 match frame {
-                    None => break "server closed the connection".to_owned(),
+                    None => break End::Lost("server closed the connection".to_owned()),
                     Some(Err(tungstenite::Error::Capacity(e))) => {
-                        break format!("frame over the {max_message_size}-byte limit ({e})");
+                        break End::Lost(format!("frame over the {max_message_size}-byte limit ({e})"));
                     }
-                    Some(Err(e)) => break format!("read failed: {e}"),
+                    Some(Err(e)) => break End::Lost(format!("read failed: {e}")),
                     Some(Ok(Message::Text(text))) => {
                         if let Some(envelope) = handle_text(text.as_str()) {
                             if inbound.send(Incoming::Message(envelope)).await.is_err() {
-                                return;
+                                // The session is stopping: close as if asked to.
+                                break End::Close;
                             }
                         }
                     }
@@ -222,26 +216,50 @@ async fn run(
                         warn!(bytes = b.len(), "dropped a binary frame: the protocol uses text frames only");
                     }
                     Some(Ok(Message::Close(frame))) => {
-                        break match frame {
+                        break End::Lost(match frame {
                             Some(f) => format!("server closed the connection ({} {})", f.code, f.reason),
                             None => "server closed the connection".to_owned(),
-                        };
+                        });
                     }
                     Some(Ok(_)) => {} // ping/pong: tungstenite answers pings itself
                 }
             }
             _ = ping.tick() => {
                 if last_heard.elapsed() > ping_interval * 3 {
-                    break format!("server silent for {:?} (no pong)", last_heard.elapsed());
+                    break End::Lost(format!("server silent for {:?} (no pong)", last_heard.elapsed()));
                 }
                 if let Err(e) = sink.send(Message::Ping(Default::default())).await {
-                    break format!("ping failed: {e}");
+                    break End::Lost(format!("ping failed: {e}"));
                 }
             }
         }
     };
+    let reason = match end {
+        End::Lost(reason) => reason,
+        End::Close => {
+            let _ = sink.close(None).await;
+            // Let the server's close frame arrive so the close handshake completes.
+            let _ = tokio::time::timeout(Duration::from_millis(500), async {
+                while let Some(Ok(m)) = stream.next().await {
+                    if m.is_close() {
+                        break;
+                    }
+                }
+            })
+            .await;
+            return;
+        }
+    };
     debug!(%reason, "signalling socket ended");
     let _ = inbound.send(Incoming::Closed(reason)).await;
+}
+
+/// How the socket task's loop ends.
+enum End {
+    /// The session dropped its ends of the channels: close with a close frame.
+    Close,
+    /// The connection was lost, for this reason; the session hears it.
+    Lost(String),
 }
 
 /// Decodes one text frame; logs and drops what cannot be used.
