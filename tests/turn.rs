@@ -18,17 +18,39 @@ const TURN_PASSWORD: &str = "p@ss/w+rd=%x";
 struct Coturn {
     child: Child,
     port: u16,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Coturn {
+    /// Starts coturn and waits until it answers STUN. A start that does not answer is retried
+    /// on a fresh port, with what coturn said printed, so a slow or lost daemon start shows up
+    /// as a diagnosis rather than as a failure of the box.
     fn start() -> Coturn {
+        const ATTEMPTS: usize = 3;
+        let mut diagnoses = Vec::new();
+        for attempt in 1..=ATTEMPTS {
+            let mut coturn = Coturn::spawn();
+            if coturn.answers_stun_within(Duration::from_secs(10)) {
+                return coturn;
+            }
+            let diagnosis = coturn.diagnosis();
+            eprintln!("coturn start {attempt}/{ATTEMPTS} did not answer STUN:\n{diagnosis}");
+            diagnoses.push(diagnosis);
+        }
+        panic!(
+            "coturn did not answer STUN in {ATTEMPTS} starts:\n{}",
+            diagnoses.join("\n---\n")
+        );
+    }
+
+    fn spawn() -> Coturn {
         let port = UdpSocket::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
         let dir = tempfile::tempdir().unwrap();
+        let stderr = std::fs::File::create(dir.path().join("stderr")).unwrap();
         let child = Command::new("turnserver")
             .args([
                 "-n", // no config file
@@ -51,43 +73,55 @@ impl Coturn {
                 &format!("--pidfile={}/turn.pid", dir.path().display()),
                 &format!("--userdb={}/turndb", dir.path().display()),
             ])
+            .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("turnserver (Debian package coturn) runs; scripts/setup.sh --test installs it");
-        let coturn = Coturn {
-            child,
-            port,
-            _dir: dir,
-        };
-        coturn.wait_until_answering();
-        coturn
+        Coturn { child, port, dir }
     }
 
     /// libnice gives up on a TURN allocation after 2 s (500 ms doubling, three retries); on a
     /// loaded machine coturn may not listen yet when the box starts, so the test waits until it
     /// answers a STUN Binding request.
-    fn wait_until_answering(&self) {
+    fn answers_stun_within(&self, limit: Duration) -> bool {
         let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-        socket
-            .set_read_timeout(Some(Duration::from_millis(100)))
-            .unwrap();
+        let wait = Duration::from_millis(100);
+        socket.set_read_timeout(Some(wait)).unwrap();
         // Binding request: type 0x0001, length 0, magic cookie, 12-byte transaction id.
         let mut request = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xA4, 0x42];
         request.extend_from_slice(b"airsync-test");
         let mut reply = [0u8; 512];
-        for _ in 0..100 {
+        let deadline = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < deadline {
             let _ = socket.send_to(&request, ("127.0.0.1", self.port));
             if let Ok((n, _)) = socket.recv_from(&mut reply) {
                 if n >= 20 && reply[8..20] == request[8..20] {
-                    return;
+                    return true;
                 }
             }
         }
-        panic!(
-            "coturn did not answer STUN on 127.0.0.1:{} within 10 s",
-            self.port
-        );
+        false
+    }
+
+    /// Whether coturn is still running, and the end of its log and stderr.
+    fn diagnosis(&mut self) -> String {
+        let status = match self.child.try_wait() {
+            Ok(Some(status)) => format!("coturn exited: {status}"),
+            Ok(None) => format!("coturn is running (pid {})", self.child.id()),
+            Err(e) => format!("coturn's status is unknown: {e}"),
+        };
+        let tail = |name: &str| {
+            let text = std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            lines[lines.len().saturating_sub(15)..].join("\n")
+        };
+        format!(
+            "port {}, {status}\nturn.log (end):\n{}\nstderr (end):\n{}",
+            self.port,
+            tail("turn.log"),
+            tail("stderr")
+        )
     }
 }
 
