@@ -159,6 +159,7 @@ pub fn build_media(
     let pipeline = media::pipeline::load(path)?;
     let guard = PipelineGuard::new(pipeline);
     media::devices::check(guard.pipeline())?;
+    recovery::bound_retransmission_history(guard.pipeline());
     let bin = media::pipeline::find_webrtcbin(guard.pipeline(), &cfg.pipeline.webrtcbin, path)?;
     let webrtc = WebRtc::new(bin);
     webrtc.configure_ice(&cfg.ice)?;
