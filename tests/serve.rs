@@ -447,3 +447,48 @@ async fn serves_wss_with_a_certificate() {
     server.stop().await;
     assert!(flowing, "media did not flow over a wss-signalled session");
 }
+
+/// A peer that vanishes without closing (laptop lid shut, network gone, no TCP reset) is
+/// noticed: the server pings, and a connection that sends nothing back for `idle_timeout`
+/// is closed, while one that answers (as every WebSocket client does) stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connections_are_closed_and_answering_ones_kept() {
+    init_tracing();
+    let idle = Duration::from_secs(2);
+    let server = start_serve_with(|cfg| cfg.idle_timeout = idle).await;
+    let (mut answering, _) = connect_async(viewer_url(&server)).await.unwrap();
+    let (mut silent_box, _) = connect_async(server.box_url.clone()).await.unwrap();
+    let (mut silent_viewer, _) = connect_async(viewer_url(&server)).await.unwrap();
+
+    // Reading is what answers: async-tungstenite queues a pong for each ping it reads.
+    let until = tokio::time::Instant::now() + idle * 3;
+    let mut pings = 0;
+    loop {
+        match tokio::time::timeout_at(until, answering.next()).await {
+            Err(_) => break,
+            Ok(Some(Ok(Message::Ping(_)))) => pings += 1,
+            Ok(Some(Ok(_))) => {}
+            Ok(other) => panic!("an answering viewer was dropped: {other:?}"),
+        }
+    }
+    assert!(
+        pings >= 3,
+        "the server pinged {pings} times in {:?}",
+        idle * 3
+    );
+    assert!(
+        is_alive(&mut answering).await,
+        "an answering viewer was dropped"
+    );
+
+    // The silent ones read nothing so far; what is queued for them ends with the close.
+    assert!(
+        is_closed_by_server(&mut silent_box, Duration::from_secs(1)).await,
+        "a silent box connection was kept"
+    );
+    assert!(
+        is_closed_by_server(&mut silent_viewer, Duration::from_secs(1)).await,
+        "a silent viewer connection was kept"
+    );
+    server.stop().await;
+}

@@ -18,6 +18,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -28,6 +29,9 @@ use crate::config::{IceConfig, DEFAULT_MAX_MESSAGE_SIZE};
 use answerer::ReceivedMedia;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
+/// Long enough for a browser tab in the background (timers throttled, pongs still answered
+/// by the browser itself), short enough that a vanished viewer is noticed within a minute.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
@@ -39,6 +43,9 @@ pub struct ServeConfig {
     pub ice: IceConfig,
     /// Larger frames or messages end the connection that sent them.
     pub max_message_size: usize,
+    /// A box or viewer connection that sends nothing (not even a pong) for this long is
+    /// closed.
+    pub idle_timeout: Duration,
 }
 
 impl ServeConfig {
@@ -48,6 +55,7 @@ impl ServeConfig {
             tls: None,
             ice: IceConfig::default(),
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
         }
     }
 }
@@ -165,6 +173,7 @@ impl Server {
             hub: hub_tx,
             next_id: Arc::new(AtomicU64::new(1)),
             max_message_size: self.cfg.max_message_size,
+            idle_timeout: self.cfg.idle_timeout,
             shutdown: shutdown.clone(),
             status: self.status.clone(),
         };

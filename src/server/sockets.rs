@@ -41,6 +41,8 @@ pub struct AppState {
     pub hub: mpsc::Sender<HubEvent>,
     pub next_id: Arc<AtomicU64>,
     pub max_message_size: usize,
+    /// A connection that sends nothing for this long is closed; pinged every third of it.
+    pub idle_timeout: std::time::Duration,
     pub shutdown: CancellationToken,
     pub status: Arc<ServeStatus>,
 }
@@ -116,102 +118,144 @@ enum End {
     ByHub(&'static str),
 }
 
-async fn run_box(mut socket: WebSocket, id: u64, key: String, state: AppState) {
-    let (tx, mut commands) = mpsc::channel(SOCKET_QUEUE);
+/// What a text frame from the peer turned out to be.
+enum Decoded {
+    Event(HubEvent),
+    /// Well-formed but of no use here (e.g. a message type from a newer protocol).
+    Ignored(String),
+    Malformed(String),
+}
+
+/// One kind of connection: who is on the other end, and how its frames and the hub's
+/// commands translate.
+struct Peer<O, E, D> {
+    /// "box" or "viewer", for the log.
+    who: &'static str,
+    /// What the hub sends this connection.
+    commands: mpsc::Receiver<O>,
+    /// A hub command as a text frame, or the reason to close.
+    encode: E,
+    decode: D,
+}
+
+async fn run_box(socket: WebSocket, id: u64, key: String, state: AppState) {
+    let (tx, commands) = mpsc::channel(SOCKET_QUEUE);
     let _ = state.hub.send(HubEvent::BoxConnected { id, key, tx }).await;
-    let mut bad = 0;
-    let end = loop {
-        if bad > MAX_BAD_MESSAGES {
-            break End::Failed(format!("more than {MAX_BAD_MESSAGES} malformed messages"));
-        }
-        tokio::select! {
-            _ = state.shutdown.cancelled() => break End::Shutdown,
-            command = commands.recv() => match command {
-                Some(BoxCommand::Send(envelope)) => {
-                    let text = protocol::encode(&envelope);
-                    if let Err(e) = socket.send(Message::Text(text.into())).await {
-                        break End::Closed(format!("send failed: {e}"));
-                    }
+    let peer = Peer {
+        who: "box",
+        commands,
+        encode: |command| match command {
+            BoxCommand::Send(envelope) => Ok(protocol::encode(&envelope)),
+            BoxCommand::Close(reason) => Err(reason),
+        },
+        decode: |text: &str| match protocol::decode(text) {
+            Ok(inbound) => {
+                if !inbound.unknown_fields.is_empty() {
+                    debug!(fields = ?inbound.unknown_fields, "unknown fields ignored");
                 }
-                Some(BoxCommand::Close(reason)) => break End::ByHub(reason),
-                None => break End::Closed("hub gone".into()),
-            },
-            frame = socket.recv() => match frame {
-                Some(Ok(Message::Text(text))) => match protocol::decode(text.as_str()) {
-                    Ok(inbound) => {
-                        if !inbound.unknown_fields.is_empty() {
-                            debug!(fields = ?inbound.unknown_fields, "unknown fields ignored");
-                        }
-                        let _ = state.hub.send(HubEvent::BoxMessage { id, envelope: inbound.envelope }).await;
-                    }
-                    Err(e) if e.is_ignorable() => info!(error = %e, "message ignored"),
-                    Err(e) => {
-                        bad += 1;
-                        state.status.bump_dropped();
-                        warn!(error = %e, len = text.len(), "malformed message from the box dropped");
-                    }
-                },
-                Some(Ok(Message::Binary(b))) => {
-                    bad += 1;
-                    state.status.bump_dropped();
-                    warn!(len = b.len(), "binary frame dropped: the protocol is text frames only");
-                }
-                Some(Ok(Message::Close(frame))) => {
-                    break End::Closed(format!("closed by the box ({:?})", frame.map(|f| f.code)))
-                }
-                Some(Ok(_)) => {}
-                Some(Err(e)) => break End::Failed(format!("socket error: {e}")),
-                None => break End::Closed("connection dropped".into()),
-            },
-        }
+                Decoded::Event(HubEvent::BoxMessage {
+                    id,
+                    envelope: inbound.envelope,
+                })
+            }
+            Err(e) if e.is_ignorable() => Decoded::Ignored(e.to_string()),
+            Err(e) => Decoded::Malformed(e.to_string()),
+        },
     };
-    finish(&mut socket, &end).await;
+    run_connection(socket, &state, peer).await;
     let _ = state.hub.send(HubEvent::BoxGone { id }).await;
 }
 
-async fn run_viewer(mut socket: WebSocket, id: u64, state: AppState) {
-    let (tx, mut outgoing) = mpsc::channel::<String>(SOCKET_QUEUE);
+async fn run_viewer(socket: WebSocket, id: u64, state: AppState) {
+    let (tx, commands) = mpsc::channel::<String>(SOCKET_QUEUE);
     let _ = state.hub.send(HubEvent::ViewerConnected { id, tx }).await;
+    let peer = Peer {
+        who: "viewer",
+        commands,
+        encode: Ok,
+        decode: |text: &str| match viewer_protocol::decode(text) {
+            Ok(message) => Decoded::Event(HubEvent::ViewerMessage { id, message }),
+            Err(e) => Decoded::Malformed(e.to_string()),
+        },
+    };
+    run_connection(socket, &state, peer).await;
+    let _ = state.hub.send(HubEvent::ViewerGone { id }).await;
+}
+
+/// The one reader and writer of a connection, until the peer, the hub, an error, silence or
+/// the server's shutdown ends it. The server pings every third of `idle_timeout`; a peer that
+/// sends nothing, not even the pong every WebSocket client answers with, for `idle_timeout`
+/// is gone (a laptop closed, a network lost without a TCP reset).
+async fn run_connection<O, E, D>(mut socket: WebSocket, state: &AppState, mut peer: Peer<O, E, D>)
+where
+    E: Fn(O) -> Result<String, &'static str>,
+    D: Fn(&str) -> Decoded,
+{
+    let who = peer.who;
     let mut bad = 0;
+    let mut heard = tokio::time::Instant::now();
+    let mut ping = tokio::time::interval(state.idle_timeout / 3);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ping.tick().await;
     let end = loop {
         if bad > MAX_BAD_MESSAGES {
             break End::Failed(format!("more than {MAX_BAD_MESSAGES} malformed messages"));
         }
         tokio::select! {
             _ = state.shutdown.cancelled() => break End::Shutdown,
-            text = outgoing.recv() => match text {
-                Some(text) => {
+            _ = ping.tick() => {
+                if heard.elapsed() >= state.idle_timeout {
+                    break End::Failed(format!(
+                        "nothing heard from the {who} for {:?}",
+                        state.idle_timeout
+                    ));
+                }
+                if let Err(e) = socket.send(Message::Ping(Default::default())).await {
+                    break End::Closed(format!("send failed: {e}"));
+                }
+            }
+            command = peer.commands.recv() => match command.map(&peer.encode) {
+                Some(Ok(text)) => {
                     if let Err(e) = socket.send(Message::Text(text.into())).await {
                         break End::Closed(format!("send failed: {e}"));
                     }
                 }
+                Some(Err(reason)) => break End::ByHub(reason),
                 None => break End::Closed("hub gone".into()),
             },
-            frame = socket.recv() => match frame {
-                Some(Ok(Message::Text(text))) => match viewer_protocol::decode(text.as_str()) {
-                    Ok(message) => {
-                        let _ = state.hub.send(HubEvent::ViewerMessage { id, message }).await;
-                    }
-                    Err(e) => {
+            frame = socket.recv() => {
+                heard = tokio::time::Instant::now();
+                match frame {
+                    Some(Ok(Message::Text(text))) => match (peer.decode)(text.as_str()) {
+                        Decoded::Event(event) => {
+                            let _ = state.hub.send(event).await;
+                        }
+                        Decoded::Ignored(why) => info!(error = %why, "message ignored"),
+                        Decoded::Malformed(why) => {
+                            bad += 1;
+                            state.status.bump_dropped();
+                            warn!(error = %why, len = text.len(), "malformed message from the {who} dropped");
+                        }
+                    },
+                    Some(Ok(Message::Binary(b))) => {
                         bad += 1;
                         state.status.bump_dropped();
-                        warn!(error = %e, len = text.len(), "malformed message from the viewer dropped");
+                        warn!(len = b.len(), "binary frame from the {who} dropped: the protocol is text frames only");
                     }
-                },
-                Some(Ok(Message::Binary(b))) => {
-                    bad += 1;
-                    state.status.bump_dropped();
-                    warn!(len = b.len(), "binary frame from the viewer dropped");
+                    Some(Ok(Message::Close(frame))) => {
+                        break End::Closed(format!(
+                            "closed by the {who} ({:?})",
+                            frame.map(|f| f.code)
+                        ))
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => break End::Failed(format!("socket error: {e}")),
+                    None => break End::Closed("connection dropped".into()),
                 }
-                Some(Ok(Message::Close(_))) => break End::Closed("closed by the viewer".into()),
-                Some(Ok(_)) => {}
-                Some(Err(e)) => break End::Failed(format!("socket error: {e}")),
-                None => break End::Closed("connection dropped".into()),
             },
         }
     };
     finish(&mut socket, &end).await;
-    let _ = state.hub.send(HubEvent::ViewerGone { id }).await;
 }
 
 async fn finish(socket: &mut WebSocket, end: &End) {
