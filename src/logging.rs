@@ -65,6 +65,10 @@ fn route_gstreamer_log() {
 ///   does it at once, see `session/events.rs`);
 /// - rtpgccbwe reports its pacing task ending at EOS as an error, and rtpfunnel fails to push a
 ///   segment after it: both only happen when a stop drains the pipeline with EOS.
+///
+/// Besides these, the device check's probe of a PulseAudio microphone (`media/devices.rs`) is
+/// stopped mid-read on purpose, which audiosrc reports as "error reading data"; from the real
+/// source, the same words are news and stay warnings.
 const ROUTINE: &[(&str, &str, &str)] = &[
     ("GST_PADS", "could not send sticky events", "nicesrc"),
     (
@@ -82,9 +86,13 @@ const ROUTINE: &[(&str, &str, &str)] = &[
 ];
 
 fn is_routine(category: &str, object: &str, message: &str) -> bool {
-    ROUTINE
-        .iter()
-        .any(|(c, m, o)| *c == category && message.starts_with(m) && object.starts_with(o))
+    let probe_stopped = category == "audiosrc"
+        && message.starts_with("error reading data")
+        && object.ends_with(crate::media::devices::PROBE_SUFFIX);
+    probe_stopped
+        || ROUTINE
+            .iter()
+            .any(|(c, m, o)| *c == category && message.starts_with(m) && object.starts_with(o))
 }
 
 #[cfg(test)]
@@ -114,5 +122,9 @@ mod tests {
             "rtpgccbwe0",
             "pause task, reason: Error"
         ));
+        // The device probe is stopped mid-read on purpose; the microphone itself is not.
+        let read_error = "error reading data -1 (reason: Success), skipping segment";
+        assert!(is_routine("audiosrc", "pulsesrc1-probe", read_error));
+        assert!(!is_routine("audiosrc", "pulsesrc1", read_error));
     }
 }

@@ -14,6 +14,9 @@ use gst::prelude::*;
 
 use super::MediaError;
 
+/// Ends the name of the throw-away copy of a capture element that [`probe`] plays.
+pub const PROBE_SUFFIX: &str = "-probe";
+
 /// How long PulseAudio may take to connect a probed microphone's stream. It takes
 /// milliseconds; a box so loaded that it takes this long would not stream anyway.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -123,11 +126,12 @@ pub fn check(pipeline: &gst::Pipeline) -> Result<(), MediaError> {
 /// which delivers in 2 s chunks until a client asks for less latency.
 fn probe(source: &gst::Element) -> Result<(), String> {
     let factory = source.factory().ok_or("no factory")?;
-    // Named after the real one, so that GStreamer's own warnings about it (pulsesrc warns
-    // "error reading data" when stopped mid-read) say they come from the probe.
+    // Named after the real one, so that GStreamer's own warnings about it say they come from
+    // the probe (pulsesrc warns "error reading data" when stopped mid-read: the log treats that
+    // one as routine, see `logging.rs`).
     let copy = factory
         .create()
-        .name(format!("{}-probe", source.name()))
+        .name(format!("{}{PROBE_SUFFIX}", source.name()))
         .build()
         .map_err(|e| e.to_string())?;
     for name in ["device", "server"] {
