@@ -20,8 +20,9 @@ use crate::config::{AudioConfig, VideoConfig};
 pub const RTX_HISTORY_MS: u32 = 1000;
 
 /// Bounds every retransmission sender webrtcbin builds in `pipeline` to [`RTX_HISTORY_MS`]
-/// (the 500-packet bound stays). Must be called before the pipeline leaves NULL: webrtcbin
-/// builds them, inside a bin for its aux senders, when it applies the local description.
+/// (the 500-packet bound stays). Must be called before negotiating: webrtcbin builds them,
+/// inside a bin for its aux senders, when it connects a sending stream to its RTP session
+/// (once the answer is applied and the stream has caps).
 pub fn bound_retransmission_history(pipeline: &gst::Pipeline) {
     pipeline.connect_deep_element_added(|_, _, element| {
         let is_rtx_sender =
