@@ -153,17 +153,23 @@ static int open_device(int flags)
 	return fd;
 }
 
+/* The mode argument exists only when the flags create a file. A macro, because va_start must
+ * run in the variadic function itself. */
+#define MODE_ARG(flags) ({ \
+	mode_t mode_ = 0; \
+	if ((flags) & (O_CREAT | O_TMPFILE)) { \
+		va_list ap; \
+		va_start(ap, flags); \
+		mode_ = va_arg(ap, mode_t); \
+		va_end(ap); \
+	} \
+	mode_; })
+
 /* v4l2src calls open64(); `open` is the same function under its other name. Nothing opens the
  * device with openat(), so that is left alone. */
 int open64(const char *path, int flags, ...)
 {
-	mode_t mode = 0;
-	if (flags & (O_CREAT | O_TMPFILE)) {
-		va_list ap;
-		va_start(ap, flags);
-		mode = va_arg(ap, mode_t);
-		va_end(ap);
-	}
+	mode_t mode = MODE_ARG(flags);
 	if (is_device(path))
 		return open_device(flags);
 	return REAL(open64)(path, flags, mode);
@@ -171,13 +177,7 @@ int open64(const char *path, int flags, ...)
 
 int open(const char *path, int flags, ...)
 {
-	mode_t mode = 0;
-	if (flags & (O_CREAT | O_TMPFILE)) {
-		va_list ap;
-		va_start(ap, flags);
-		mode = va_arg(ap, mode_t);
-		va_end(ap);
-	}
+	mode_t mode = MODE_ARG(flags);
 	if (is_device(path))
 		return open_device(flags);
 	return REAL(open)(path, flags, mode);
