@@ -39,9 +39,10 @@ pub fn register() -> Result<(), glib::BoolError> {
 /// Makes webrtcbin use rtpgccbwe as its aux sender. Must be called while webrtcbin is still
 /// NULL: webrtcbin asks for aux senders when it builds its transports.
 pub fn attach_estimator(webrtc: &WebRtc, video: &VideoConfig, audio_bps: u32, tx: &EventSender) {
-    let min_bps = video.min_bitrate * 1000 + audio_bps;
-    let start_bps = video.start_bitrate * 1000 + audio_bps;
-    let max_bps = video.max_bitrate * 1000 + audio_bps;
+    // Bounds on the whole send rate that put the encoder itself at the configured bounds.
+    let min_bps = estimate_for(video.min_bitrate, audio_bps);
+    let start_bps = estimate_for(video.start_bitrate, audio_bps);
+    let max_bps = estimate_for(video.max_bitrate, audio_bps);
     let tx = tx.clone();
     webrtc
         .element()
@@ -76,6 +77,16 @@ pub fn attach_estimator(webrtc: &WebRtc, video: &VideoConfig, audio_bps: u32, tx
             }
             Some(bwe.to_value())
         });
+}
+
+/// The estimate (bit/s, everything sent) at which [`RateController`] asks the encoder for
+/// `video_kbps`: the inverse of its share. Without it the estimator's maximum would cap the
+/// encoder at 90 % of the configured maximum.
+pub fn estimate_for(video_kbps: u32, audio_bps: u32) -> u32 {
+    let video_bps = u64::from(video_kbps) * 1000 * 100;
+    let share = u64::from(VIDEO_SHARE_PERCENT);
+    let bps = video_bps.div_ceil(share) + u64::from(audio_bps);
+    u32::try_from(bps).unwrap_or(u32::MAX)
 }
 
 /// The Opus encoder's bitrate (bit/s) as the description sets it, for the estimate's share.
@@ -308,6 +319,25 @@ mod tests {
         assert_eq!(c.on_estimate(574_000, t).video_kbps, None);
         assert_eq!(c.on_estimate(50_000_000, t).video_kbps, Some(2000));
         assert_eq!(c.on_estimate(1_000, t).video_kbps, Some(100));
+    }
+
+    #[test]
+    fn estimator_bounds_reach_the_encoder_bounds() {
+        let mut c = controller();
+        let t = Instant::now();
+        assert_eq!(
+            c.on_estimate(estimate_for(2000, 64_000), t).video_kbps,
+            Some(2000)
+        );
+        assert_eq!(
+            c.on_estimate(estimate_for(1000, 64_000), t).video_kbps,
+            Some(1000)
+        );
+        assert_eq!(
+            c.on_estimate(estimate_for(100, 64_000), t).video_kbps,
+            Some(100)
+        );
+        assert_eq!(estimate_for(4_000_000, 64_000), u32::MAX);
     }
 
     #[test]
