@@ -49,6 +49,12 @@ impl Session<'_> {
                         if self.connected_at.is_none() {
                             self.connected_at = Some(Instant::now());
                             if let Some(guard) = &self.guard {
+                                // GStreamer's convention: a graph of the running pipeline
+                                // when GST_DEBUG_DUMP_DOT_DIR is set, nothing otherwise.
+                                guard.pipeline().debug_to_dot_file_with_ts(
+                                    gst::DebugGraphDetails::all(),
+                                    "airsync-connected",
+                                );
                                 let sent =
                                     recovery::request_key_frame(guard.pipeline(), &self.cfg.video);
                                 debug!(sent, "key frame requested for the new peer");
