@@ -55,6 +55,12 @@ BOX_ARGS=(--url "$URL" --pipeline "$WORK/bench720.pipeline" --ice-address 127.0.
 
 WARMUP=${BENCH_WARMUP:-5}
 cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
+thread_ns() { # pid: "tid name cpu_ns" per thread (schedstat: exact run time, not ticks)
+  local t
+  for t in /proc/"$1"/task/*; do
+    echo "${t##*/} $(tr ' ' _ < "$t/comm") $(cut -d' ' -f1 "$t/schedstat" 2>/dev/null || echo 0)"
+  done
+}
 measure() { # command...: prints "steady_cpu_s total_cpu_s peak_rss_kib"
   # Steady state: CPU over SECONDS_RUN once WARMUP seconds have passed (start-up excluded:
   # plugin loading, and for the box its one-time 2048-bit RSA DTLS key and the negotiation).
@@ -65,22 +71,38 @@ measure() { # command...: prints "steady_cpu_s total_cpu_s peak_rss_kib"
   sleep "$WARMUP"
   local c0 c1 hwm
   c0=$(cpu_ticks "$pid")
+  thread_ns "$pid" > "$WORK/threads0"
   sleep "$SECONDS_RUN"
   c1=$(cpu_ticks "$pid")
+  thread_ns "$pid" > "$WORK/threads1"
   hwm=$(awk '/^VmHWM:/ { print $2 }' "/proc/$pid/status")
   kill -INT "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
   awk -v a="$c0" -v b="$c1" -v hz="$hz" -v m="$hwm" 'BEGIN { printf "%.2f %.2f %d\n", (b - a) / hz, b / hz, m }'
 }
 
-ROUNDS=${BENCH_ROUNDS:-3}
+by_role() { # the last measured process's CPU over the run, by thread role, in seconds
+  # Thread names are GStreamer's "element:pad" for streaming threads. The bench description
+  # has no queue of its own, so queue0 is webrtcbin's receive queue.
+  join <(sort "$WORK/threads0") <(sort "$WORK/threads1") | awk '
+    { d = ($5 - $3) / 1e9; n = $2
+      if (n ~ /^rtpgccbwe/) r["pacing"] += d
+      else if (n ~ /^(queue|nicesrc|dtls|srtp)/) r["receive"] += d
+      else if (n ~ /^(SCTP|sctp|appsrc|webrtc:|tokio|rtpsession|rtprtxsend|GstSystemClock|airsync|pool)/) r["other"] += d
+      else r["streaming"] += d }
+    END { printf "%.3f %.3f %.3f %.3f\n", r["streaming"], r["pacing"], r["receive"], r["other"] }'
+}
+
+ROUNDS=${BENCH_ROUNDS:-5}
 echo "== 1. CPU and memory, ${SECONDS_RUN} s of 1280x720@30 + Opus after ${WARMUP} s of warm-up, ${ROUNDS} rounds (bare and box alternating)"
 # One round is noisy on a shared 2-core machine (±10 % between identical runs): the rounds
 # alternate so both see the same background, and the median ratio is the figure.
 : > "$WORK/rounds"
+: > "$WORK/roles"
 for round in $(seq "$ROUNDS"); do
   read -r BARE_CPU BARE_TOTAL BARE_RSS < <(measure gst-launch-1.0 -q $BARE)
   read -r BOX_CPU BOX_TOTAL BOX_RSS < <(measure "$BIN" "${BOX_ARGS[@]}")
+  by_role >> "$WORK/roles"
   echo "$BARE_CPU $BARE_RSS $BOX_CPU $BOX_RSS $BARE_TOTAL $BOX_TOTAL" >> "$WORK/rounds"
   awk -v r="$round" -v bc="$BARE_CPU" -v br="$BARE_RSS" -v xc="$BOX_CPU" -v xr="$BOX_RSS" -v bt="$BARE_TOTAL" -v xt="$BOX_TOTAL" 'BEGIN {
     printf "  round %d: bare %.2f s CPU (%.2f s with start-up), peak RSS %.1f MiB; box %.2f s CPU (%.2f s), peak RSS %.1f MiB; ratio %.2fx (%.2fx)\n", r, bc, bt, br/1024, xc, xt, xr/1024, xc/bc, xt/bt }'
@@ -91,6 +113,14 @@ median_ratio() { # numerator column, denominator column
 }
 echo "  CPU ratio, steady state: median $(median_ratio 3 1) over $ROUNDS rounds (target <= 1.10x)"
 echo "  CPU ratio, start-up included: median $(median_ratio 6 5)"
+# Where the box's CPU goes, next to the bare pipeline's (medians over the rounds):
+# "streaming" is the description's own threads (sources, encoders, and in the box also the
+# payloaders, webrtcbin's input elements and rtpbin up to the pacer); "pacing" is rtpgccbwe's
+# thread (RTP session, SRTP, sending); "receive" is the peer's RTCP and TWCC feedback.
+col_median() { # file column: the median of that column
+  cut -d' ' -f"$2" "$1" | sort -n | awk '{ v[NR] = $1 } END { printf "%.2f", v[int((NR + 1) / 2)] }'
+}
+echo "  box CPU by thread, medians per ${SECONDS_RUN} s: streaming $(col_median "$WORK/roles" 1) s (the bare pipeline, all threads: $(col_median "$WORK/rounds" 1) s), pacing $(col_median "$WORK/roles" 2) s, receive $(col_median "$WORK/roles" 3) s, other $(col_median "$WORK/roles" 4) s"
 awk '{ if ($4 > peak) peak = $4; if ($2 > bare) bare = $2 } END {
   printf "  peak RSS %.1f MiB, highest of the rounds (target <= 50 MiB); bare pipeline %.1f MiB (gst-launch, with transparent huge pages as the system sets them; the box turns them off for itself)\n", peak/1024, bare/1024 }' "$WORK/rounds"
 
