@@ -85,9 +85,15 @@ async fn run_and_check_logs(token_in: &str) -> (String, Option<String>) {
     let mut server = FaultServer::start().await;
     let config = write_config(dir.path(), &server.url(), token_in, &secrets);
     let creds = dir.path().join("credentials");
+    // The pipeline graph a developer may ask for is checked like the log.
+    let dot_dir = dir.path().join("dot");
+    std::fs::create_dir_all(&dot_dir).unwrap();
     let mut process = BoxProcess::spawn(
         &["--config", config.to_str().unwrap()],
-        &[("CREDENTIALS_DIRECTORY", creds.to_str().unwrap())],
+        &[
+            ("CREDENTIALS_DIRECTORY", creds.to_str().unwrap()),
+            ("GST_DEBUG_DUMP_DOT_DIR", dot_dir.to_str().unwrap()),
+        ],
     );
     let mut conn = server.next_conn(Duration::from_secs(20)).await;
     conn.offer(Duration::from_secs(20)).await;
@@ -131,10 +137,23 @@ async fn run_and_check_logs(token_in: &str) -> (String, Option<String>) {
         ("TURN credential", secrets.turn.clone()),
     ];
     secrets_list.extend(passwords.into_iter().map(|p| ("ICE password", p)));
+    let graphs: Vec<String> = std::fs::read_dir(&dot_dir)
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    assert_eq!(graphs.len(), 1, "no pipeline graph was written");
+    assert!(
+        graphs[0].contains("GstWebRTCBin"),
+        "not a graph of the box's pipeline"
+    );
     for (what, value) in &secrets_list {
         assert!(
             !output.contains(value.as_str()),
             "the {what} appears in the log"
+        );
+        assert!(
+            !graphs[0].contains(value.as_str()),
+            "the {what} appears in the pipeline graph"
         );
     }
     println!(
