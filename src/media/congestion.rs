@@ -82,7 +82,7 @@ pub fn attach_estimator(webrtc: &WebRtc, video: &VideoConfig, audio_bps: u32, tx
 /// The estimate (bit/s, everything sent) at which [`RateController`] asks the encoder for
 /// `video_kbps`: the inverse of its share. Without it the estimator's maximum would cap the
 /// encoder at 90 % of the configured maximum.
-pub fn estimate_for(video_kbps: u32, audio_bps: u32) -> u32 {
+fn estimate_for(video_kbps: u32, audio_bps: u32) -> u32 {
     let video_bps = u64::from(video_kbps) * 1000 * 100;
     let share = u64::from(VIDEO_SHARE_PERCENT);
     let bps = video_bps.div_ceil(share) + u64::from(audio_bps);
