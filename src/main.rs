@@ -116,6 +116,9 @@ fn init_logging(level: &str) -> Result<(), Failure> {
         .context("initialising GStreamer")
         .map_err(Failure::Run)?;
     logging::init(level);
+    // Every command runs webrtcbin sessions; their certificate is generated while the
+    // command starts up rather than inside the first one.
+    media::dtls::prepare_certificate();
     Ok(())
 }
 

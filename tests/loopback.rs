@@ -67,6 +67,17 @@ async fn streams_end_to_end_over_loopback() {
     let sdp = SDPMessage::parse_buffer(offer["sdp"].as_str().unwrap().as_bytes()).unwrap();
     assert_offer_matches_protocol(&sdp);
 
+    // Its DTLS fingerprint is that of the process's one certificate, which `media::dtls`
+    // generates at start-up: if sessions did not share it, generating it early would be waste.
+    let expected = process_certificate_fingerprint();
+    for i in 0..sdp.medias_len() {
+        let fingerprint = sdp
+            .media(i)
+            .and_then(|m| m.attribute_val("fingerprint"))
+            .or_else(|| sdp.attribute_val("fingerprint"));
+        assert_eq!(fingerprint, Some(expected.as_str()), "m-line {i}");
+    }
+
     // Candidates trickled both ways, each naming its m-line in the sender's SDP.
     let box_candidates: Vec<_> = from_box
         .iter()
@@ -99,6 +110,20 @@ async fn streams_end_to_end_over_loopback() {
         1,
         "the session never restarted"
     );
+}
+
+/// `sha-256 AB:CD:…` of the certificate GStreamer's DTLS elements use in this process.
+fn process_certificate_fingerprint() -> String {
+    use gst::prelude::*;
+    let dtls = gst::ElementFactory::make("dtlsdec").build().unwrap();
+    let pem: String = dtls.property("pem");
+    let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .expect("dtlsdec's pem is PEM");
+    assert_eq!(certs.len(), 1, "one certificate");
+    let digest = ring::digest::digest(&ring::digest::SHA256, &certs[0]);
+    let hex: Vec<String> = digest.as_ref().iter().map(|b| format!("{b:02X}")).collect();
+    format!("sha-256 {}", hex.join(":"))
 }
 
 fn attr_values<'a>(m: &'a gst_sdp::SDPMediaRef, key: &str) -> Vec<&'a str> {

@@ -4,6 +4,7 @@
 pub mod candidate;
 pub mod congestion;
 pub mod devices;
+pub mod dtls;
 pub mod ice;
 pub mod liveness;
 pub mod pipeline;
