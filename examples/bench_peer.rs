@@ -1,6 +1,7 @@
 //! The receiving peer of `scripts/bench.sh`, in its own process: the test server (WebSocket on
 //! 127.0.0.1 plus a receiving webrtcbin that decodes) prints its URL, then one line per
-//! session with the time from the offer, and from the answer, to the first decoded frame.
+//! session with the time from the offer, and from the answer, to the first decoded frame, and
+//! the wall-clock time of that frame (for the time from the box's process start).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -38,8 +39,13 @@ async fn main() {
             t.map(|t| format!("{:.1}", first.duration_since(t).as_secs_f64() * 1000.0))
                 .unwrap_or_else(|| "?".into())
         };
+        let at = std::time::SystemTime::now() - first.elapsed();
+        let at_unix_ms = at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or_default();
         println!(
-            "FIRST_FRAME session={index} from_offer_ms={} from_answer_ms={}",
+            "FIRST_FRAME session={index} from_offer_ms={} from_answer_ms={} at_unix_ms={at_unix_ms}",
             ms(nth(Dir::FromBox, "offer")),
             ms(nth(Dir::ToBox, "answer"))
         );
