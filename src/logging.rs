@@ -64,7 +64,11 @@ fn route_gstreamer_log() {
 /// - the first RTP packet leaves before the pipeline has redistributed its latency (the session
 ///   does it at once, see `session/events.rs`);
 /// - rtpgccbwe reports its pacing task ending at EOS as an error, and rtpfunnel fails to push a
-///   segment after it: both only happen when a stop drains the pipeline with EOS.
+///   segment after it: both only happen when a stop drains the pipeline with EOS;
+/// - `serve`'s answering webrtcbin has no transceivers of its own: for each m-line of a box's
+///   offer it makes a receive-only one ("will only receive"), which is all it is for;
+/// - a received stream gets no FEC decoder when the offer has no ULPFEC (the box's never has:
+///   video is repaired by RTX).
 ///
 /// Besides these, the device check's probe of a PulseAudio microphone (`media/devices.rs`) is
 /// stopped mid-read on purpose, which audiosrc reports as "error reading data"; from the real
@@ -83,6 +87,16 @@ const ROUTINE: &[(&str, &str, &str)] = &[
     ),
     ("rtpgccbwe", "pause task, reason: Eos", ""),
     ("gstrtpfunnel", "Could not push segment", ""),
+    (
+        "webrtcbin",
+        "did not find compatible transceiver for offer caps",
+        crate::server::answerer::WEBRTCBIN_NAME,
+    ),
+    (
+        "webrtcbin",
+        "failed to match fec decoder with transceiver",
+        "webrtctransceiver",
+    ),
 ];
 
 fn is_routine(category: &str, object: &str, message: &str) -> bool {
@@ -122,6 +136,10 @@ mod tests {
             "rtpgccbwe0",
             "pause task, reason: Error"
         ));
+        // Only the server's answerer makes its transceivers from the offer.
+        let no_transceiver = "did not find compatible transceiver for offer caps application/x-rtp, media=(string)video, will only receive";
+        assert!(is_routine("webrtcbin", "answerer-webrtc", no_transceiver));
+        assert!(!is_routine("webrtcbin", "webrtc", no_transceiver));
         // The device probe is stopped mid-read on purpose; the microphone itself is not.
         let read_error = "error reading data -1 (reason: Success), skipping segment";
         assert!(is_routine("audiosrc", "pulsesrc1-probe", read_error));

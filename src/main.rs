@@ -243,11 +243,14 @@ fn demo(args: DemoArgs) -> Result<(), Failure> {
         println!("  airsync-streamer demo: streaming {}", pipeline.display());
         println!("  open {viewer} in a browser to watch; Ctrl-C stops");
         println!();
-        let shutdown = CancellationToken::new();
-        cancel_on_signal(&shutdown, || {})?;
-        let serving = tokio::spawn(server.run(shutdown.clone()));
-        supervisor::run(&box_cfg, shutdown.clone(), Arc::new(Status::default())).await;
-        shutdown.cancel();
+        // Ctrl-C stops the box, and the server once the box is done: stopped together, the
+        // box could see its server go first and log a lost session before stopping.
+        let stop_box = CancellationToken::new();
+        cancel_on_signal(&stop_box, || {})?;
+        let stop_server = CancellationToken::new();
+        let serving = tokio::spawn(server.run(stop_server.clone()));
+        supervisor::run(&box_cfg, stop_box, Arc::new(Status::default())).await;
+        stop_server.cancel();
         match serving.await {
             Ok(result) => result.map_err(|e| Failure::Run(e.into())),
             Err(e) => Err(Failure::Run(e.into())),

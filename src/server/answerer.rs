@@ -76,6 +76,9 @@ impl ReceivedMedia {
     }
 }
 
+/// The answering webrtcbin's name, which its log lines carry (see `logging.rs`).
+pub const WEBRTCBIN_NAME: &str = "answerer-webrtc";
+
 /// The text the answerer sends back on the box's data channel.
 pub const ANSWERER_GREETING: &str = "welcome from the airsync answerer";
 
@@ -94,7 +97,7 @@ impl Answerer {
         media::init()?;
         let pipeline = gst::Pipeline::with_name("answerer");
         let bin = gst::ElementFactory::make("webrtcbin")
-            .name("answerer-webrtc")
+            .name(WEBRTCBIN_NAME)
             .build()
             .map_err(|_| MediaError::MissingElement {
                 element: "webrtcbin".into(),
