@@ -41,6 +41,7 @@ impl Backoff {
 
 /// Runs sessions until `shutdown` is cancelled. Returns only then.
 pub async fn run(cfg: &Config, shutdown: CancellationToken, status: Arc<Status>) {
+    // `main` starts it sooner; this is for the box run as a library (the tests).
     crate::media::dtls::prepare_certificate();
     let mut backoff = Backoff::new(cfg.reconnect);
     let mut attempt: u64 = 0;
