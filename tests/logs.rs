@@ -2,7 +2,8 @@
 //! real receiving webrtcbin and stops on SIGTERM. Nothing may be logged as an error, and the
 //! RTP session must learn its send latency (before the box answered GStreamer's latency
 //! message, it warned on every packet, ~85 lines a second). Asked by GStreamer's
-//! `GST_DEBUG_DUMP_DOT_DIR`, it also leaves a graph of the running pipeline.
+//! `GST_DEBUG_DUMP_DOT_DIR`, it also leaves a graph of the running pipeline. The DTLS
+//! certificate is made once, at start-up.
 
 mod common;
 
@@ -43,6 +44,13 @@ async fn a_healthy_session_logs_no_error_and_no_per_packet_warning() {
         "the RTP session never learned its latency ({unconfigured} warnings)"
     );
     assert_eq!(errors, 0, "{}", process.output());
+    // The DTLS certificate was made once, on its own thread at start-up (`media::dtls`).
+    assert_eq!(
+        process.count_lines(|l| l.contains("DTLS certificate ready")),
+        1,
+        "{}",
+        process.output()
+    );
 
     let graphs: Vec<_> = std::fs::read_dir(dot_dir.path())
         .unwrap()
