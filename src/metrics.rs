@@ -33,6 +33,9 @@ pub struct Counters {
     pub key_frames_answered: AtomicU64,
     pub key_frame_answer_max_us: AtomicU64,
     pub key_frame_answer_last_us: AtomicU64,
+    /// The most delta frames the encoder put out between a request and its key frame (0 or
+    /// 1 when every request was answered by the first frame the encoder began after it).
+    pub key_frame_answer_frames_max: AtomicU64,
 }
 
 impl Counters {
@@ -42,6 +45,11 @@ impl Counters {
 
     pub fn set(gauge: &AtomicU64, value: u64) {
         gauge.store(value, Ordering::Relaxed);
+    }
+
+    /// Keeps the highest value seen.
+    pub fn raise(gauge: &AtomicU64, value: u64) {
+        gauge.fetch_max(value, Ordering::Relaxed);
     }
 
     pub fn get(counter: &AtomicU64) -> u64 {

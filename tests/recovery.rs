@@ -73,8 +73,11 @@ async fn key_frame_on_request() {
     );
     let counters = &streamer.status.counters;
     let answered = Counters::get(&counters.key_frames_answered);
+    let frames_before = Counters::get(&counters.key_frame_answer_frames_max);
     println!(
-        "request at the box's encoder -> key frame out of it: {answered} answered, longest {:.1} ms, last {:.1} ms (target: within one frame interval, 33 ms)",
+        "request at the box's encoder -> key frame out of it: {answered} answered, longest {:.1} ms, last {:.1} ms \
+         (the wait for the next captured frame, then its encoding; target: within one frame interval, 33 ms); \
+         delta frames put out before the key frame: at most {frames_before} (1: a frame was being encoded)",
         Counters::get(&counters.key_frame_answer_max_us) as f64 / 1000.0,
         Counters::get(&counters.key_frame_answer_last_us) as f64 / 1000.0,
     );
@@ -84,5 +87,11 @@ async fn key_frame_on_request() {
     assert!(
         answered >= 4,
         "the encoder's key frame answers were not seen ({answered})"
+    );
+    // The key frame is the first frame the encoder began after the request: at most the one
+    // frame already being encoded when the request came is put out before it.
+    assert!(
+        frames_before <= 1,
+        "{frames_before} delta frames left the encoder between a request and its key frame"
     );
 }

@@ -6,6 +6,9 @@
 //! history bounded in time here, and a PLI/FIR from the receiver reaches the encoder as an
 //! upstream force-key-unit event, which is timed here.
 
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
 use gst::prelude::*;
 use tracing::debug;
 
@@ -55,10 +58,28 @@ pub fn request_key_frame(pipeline: &gst::Pipeline, video: &VideoConfig) -> bool 
     )
 }
 
-/// Times how long the video encoder takes to answer a key frame request: from the
-/// force-key-unit event reaching its source pad (the RTP session makes one of each PLI/FIR)
-/// to the next key frame leaving it. Each answer goes to `tx` as
-/// [`MediaEvent::KeyFrameAnswered`]. Returns false when the description has no such encoder.
+/// How the video encoder answered one key frame request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyFrameAnswer {
+    /// From the request reaching the encoder to the key frame leaving it: the wait for the
+    /// next captured frame, then that frame's encoding.
+    pub after: Duration,
+    /// Delta frames the encoder put out between the request and the key frame. 0 or 1 when
+    /// the key frame is the first frame the encoder began after the request (1: a frame was
+    /// already being encoded when the request came).
+    pub frames_before: u32,
+}
+
+/// The request a key frame has not answered yet.
+struct Pending {
+    at: Instant,
+    frames_before: u32,
+}
+
+/// Times the video encoder's answers to key frame requests: each force-key-unit event reaching
+/// its source pad (the RTP session makes one of each PLI/FIR) is answered by the next key
+/// frame leaving it. Each answer goes to `tx` as [`MediaEvent::KeyFrameAnswered`]. Returns
+/// false when the description has no such encoder.
 pub fn time_key_frame_answers(
     pipeline: &gst::Pipeline,
     video: &VideoConfig,
@@ -70,7 +91,7 @@ pub fn time_key_frame_answers(
     else {
         return false;
     };
-    let asked: std::sync::Mutex<Option<std::time::Instant>> = Default::default();
+    let pending: Mutex<Option<Pending>> = Default::default();
     let tx = tx.clone();
     src.add_probe(
         gst::PadProbeType::EVENT_UPSTREAM | gst::PadProbeType::BUFFER,
@@ -80,14 +101,22 @@ pub fn time_key_frame_answers(
                     if gst_video::ForceKeyUnitEvent::is(event) =>
                 {
                     // The first request counts: later ones before the key frame share it.
-                    let mut asked = asked.lock().unwrap();
-                    asked.get_or_insert_with(std::time::Instant::now);
+                    pending.lock().unwrap().get_or_insert_with(|| Pending {
+                        at: Instant::now(),
+                        frames_before: 0,
+                    });
                 }
-                Some(gst::PadProbeData::Buffer(buffer))
-                    if !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT) =>
-                {
-                    if let Some(at) = asked.lock().unwrap().take() {
-                        let _ = tx.send(MediaEvent::KeyFrameAnswered(at.elapsed()));
+                Some(gst::PadProbeData::Buffer(buffer)) => {
+                    let mut pending = pending.lock().unwrap();
+                    if buffer.flags().contains(gst::BufferFlags::DELTA_UNIT) {
+                        if let Some(request) = pending.as_mut() {
+                            request.frames_before += 1;
+                        }
+                    } else if let Some(request) = pending.take() {
+                        let _ = tx.send(MediaEvent::KeyFrameAnswered(KeyFrameAnswer {
+                            after: request.at.elapsed(),
+                            frames_before: request.frames_before,
+                        }));
                     }
                 }
                 _ => {}

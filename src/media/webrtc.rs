@@ -41,9 +41,9 @@ pub enum MediaEvent {
     EstimatorMissing(String),
     /// `(SSRC reported on, fraction lost)` of each report block in one RTCP packet the peer sent.
     ReportBlocks(Vec<(u32, f64)>),
-    /// The video encoder put out a key frame this long after a key frame was asked of it (a
-    /// PLI/FIR from the peer, or the box's own request when the peer connects).
-    KeyFrameAnswered(std::time::Duration),
+    /// The video encoder put out a key frame after a key frame was asked of it (a PLI/FIR
+    /// from the peer, or the box's own request when the peer connects).
+    KeyFrameAnswered(super::recovery::KeyFrameAnswer),
 }
 
 pub type EventSender = UnboundedSender<MediaEvent>;

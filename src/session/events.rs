@@ -109,15 +109,17 @@ impl Session<'_> {
                 warn!(error = %e, "no rtpgccbwe: the video bitrate stays fixed");
             }
             MediaEvent::ReportBlocks(blocks) => self.on_report_blocks(&blocks),
-            MediaEvent::KeyFrameAnswered(after) => {
-                debug!(?after, "key frame out of the encoder after the request");
+            MediaEvent::KeyFrameAnswered(answer) => {
+                debug!(?answer, "key frame out of the encoder after the request");
                 let counters = &self.status.counters;
-                let us = after.as_micros() as u64;
+                let us = |d: std::time::Duration| d.as_micros() as u64;
                 Counters::bump(&counters.key_frames_answered);
-                Counters::set(&counters.key_frame_answer_last_us, us);
-                counters
-                    .key_frame_answer_max_us
-                    .fetch_max(us, std::sync::atomic::Ordering::Relaxed);
+                Counters::set(&counters.key_frame_answer_last_us, us(answer.after));
+                Counters::raise(&counters.key_frame_answer_max_us, us(answer.after));
+                Counters::raise(
+                    &counters.key_frame_answer_frames_max,
+                    answer.frames_before.into(),
+                );
             }
         }
         Ok(())
