@@ -10,9 +10,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_RUN=${1:-20}
-# The box as its systemd unit runs it: GLib's slice allocator off (0.7 MiB less resident).
-# Every process of the run gets it, the bare pipeline too, so both allocate alike.
-export G_SLICE=${G_SLICE:-always-malloc}
 WORK=$(mktemp -d)
 PEER_PID=
 cleanup() {
@@ -45,7 +42,7 @@ cargo build --release --quiet --bin airsync-streamer --example bench_peer --exam
 BIN=target/release/airsync-streamer
 
 echo "== machine"
-echo "  $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -m | awk '/Mem:/{print $2}') MiB RAM, $(gst-launch-1.0 --version | sed -n 2p), G_SLICE=$G_SLICE"
+echo "  $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -m | awk '/Mem:/{print $2}') MiB RAM, $(gst-launch-1.0 --version | sed -n 2p)"
 
 # webrtcbin holds the first packet for its jitter-buffer latency (default 200 ms); a browser
 # on loopback starts playing almost at once, so the peer runs with 20 ms.

@@ -8,7 +8,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-# As the systemd unit runs it (see systemd/airsync-streamer.service): GLib's slice allocator
-# off, 0.7 MiB less resident.
-export G_SLICE=${G_SLICE:-always-malloc}
 exec cargo run --release --quiet -- "$@"

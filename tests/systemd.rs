@@ -52,7 +52,6 @@ fn unit_file_verifies() {
         "ProtectSystem=strict",
         "NoNewPrivileges=yes",
         "LoadCredential=",
-        "Environment=G_SLICE=always-malloc",
     ] {
         assert!(unit_text.contains(key), "unit lacks {key}");
     }
