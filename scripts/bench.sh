@@ -123,6 +123,7 @@ col_median() { # file column: the median of that column
 echo "  box CPU by thread, medians per ${SECONDS_RUN} s: streaming $(col_median "$WORK/roles" 1) s (the bare pipeline, all threads: $(col_median "$WORK/rounds" 1) s), pacing $(col_median "$WORK/roles" 2) s, receive $(col_median "$WORK/roles" 3) s, other $(col_median "$WORK/roles" 4) s"
 awk '{ if ($4 > peak) peak = $4; if ($2 > bare) bare = $2 } END {
   printf "  peak RSS %.1f MiB, highest of the rounds (target <= 50 MiB); bare pipeline %.1f MiB (gst-launch, with transparent huge pages as the system sets them; the box turns them off for itself)\n", peak/1024, bare/1024 }' "$WORK/rounds"
+echo "  peak RSS ratio, box/bare: median $(median_ratio 4 2) over $ROUNDS rounds (the target is the 50 MiB above, not a ratio)"
 
 echo "== 2. offer/answer -> first decoded frame (5 sessions, loopback)"
 # Each run is a new process, so each pays the start-up too: plugin loading, the DTLS
