@@ -288,9 +288,7 @@ async fn answer_that_never_comes_times_out_and_restarts() {
 async fn server_killed_mid_stream_and_restarted() {
     let mut server = FaultServer::start().await;
     let running = RunningBox::start(cfg_for(&server));
-    let mut conn = server.next_conn(CONNECT).await;
-    let offer = conn.offer(CONNECT).await;
-    let bridge = conn.bridge(&loopback_ice());
+    let (offer, bridge) = server.next_bridged(CONNECT).await;
     wait_streaming(&running, &bridge, &offer, 10).await;
 
     let killed = Instant::now();
@@ -302,10 +300,8 @@ async fn server_killed_mid_stream_and_restarted() {
     .await;
     assert!(refused, "the box did not notice the server going away");
     let mut server = FaultServer::start_on(addr, None).await;
-    let mut conn = server.next_conn(CONNECT).await;
-    let offer2 = conn.offer(CONNECT).await;
+    let (offer2, bridge2) = server.next_bridged(CONNECT).await;
     assert_ne!(offer.session_id, offer2.session_id);
-    let bridge2 = conn.bridge(&loopback_ice());
     wait_streaming(&running, &bridge2, &offer2, 10).await;
     println!(
         "streaming again {:?} after the kill (server restarted on {addr})",
@@ -395,10 +391,8 @@ async fn sigterm_stops_cleanly_with_a_close_frame() {
     let mut server = FaultServer::start().await;
     let mut process =
         BoxProcess::streaming(&server.url(), &repo_path("pipelines/test.pipeline"), &[]);
-    let mut conn = server.next_conn(CONNECT).await;
-    let offer = conn.offer(CONNECT).await;
-    let bridge = conn.bridge(&loopback_ice());
-    let flowing = wait_for(STREAM, || bridge.received.video_frames() >= 10).await;
+    let (offer, bridge) = server.next_bridged(CONNECT).await;
+    let flowing = bridge.decodes(10, STREAM).await;
     assert!(flowing, "no media before SIGTERM:\n{}", process.output());
     let status = process.stop_with_sigterm().await;
     assert_eq!(status.code(), Some(0), "{}", process.output());
@@ -435,9 +429,7 @@ async fn peer_vanishes(case: &str, silence_timeout: Duration, expected_reason: &
     cfg.ice.disconnected_timeout = Duration::from_secs(2);
     cfg.ice.silence_timeout = silence_timeout;
     let running = RunningBox::start(cfg);
-    let mut conn = server.next_conn(CONNECT).await;
-    let offer = conn.offer(CONNECT).await;
-    let bridge = conn.bridge(&loopback_ice());
+    let (offer, bridge) = server.next_bridged(CONNECT).await;
     wait_streaming(&running, &bridge, &offer, 10).await;
     let killed = Instant::now();
     bridge.kill_peer();

@@ -95,13 +95,8 @@ async fn run_and_check_logs(token_in: &str) -> (String, Option<String>) {
             ("GST_DEBUG_DUMP_DOT_DIR", dot_dir.to_str().unwrap()),
         ],
     );
-    let mut conn = server.next_conn(Duration::from_secs(20)).await;
-    conn.offer(Duration::from_secs(20)).await;
-    let bridge = conn.bridge(&loopback_ice());
-    let flowing = wait_for(Duration::from_secs(30), || {
-        bridge.received.video_frames() >= 10
-    })
-    .await;
+    let (_, bridge) = server.next_bridged(Duration::from_secs(20)).await;
+    let flowing = bridge.decodes(10, Duration::from_secs(30)).await;
     assert!(flowing, "no media:\n{}", process.output());
     process.signal(libc::SIGTERM);
     let status = process.wait_exit(Duration::from_secs(5)).await;

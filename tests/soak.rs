@@ -116,14 +116,9 @@ async fn survives_a_server_restarting_every_few_seconds() {
     let mut bridges = Vec::new();
     for cycle in 1..=cycles {
         let up = Instant::now();
-        let mut conn = server.next_conn(Duration::from_secs(20)).await;
-        let offer = conn.offer(Duration::from_secs(20)).await;
+        let (offer, bridge) = server.next_bridged(Duration::from_secs(20)).await;
         assert!(ids.insert(offer.session_id.clone()), "sessionId reused");
-        let bridge = conn.bridge(&loopback_ice());
-        let streamed = wait_for(Duration::from_secs(30), || {
-            bridge.received.video_frames() >= 30
-        })
-        .await;
+        let streamed = bridge.decodes(30, Duration::from_secs(30)).await;
         assert!(streamed, "cycle {cycle}: no media");
         let (rss, threads) = rss_and_threads();
         println!(
@@ -179,13 +174,8 @@ async fn streaming_sessions_leave_the_binary_flat() {
     let checkpoints = [1, sessions / 2, sessions];
     let mut seen = Vec::new();
     for n in 1..=sessions {
-        let mut conn = server.next_conn(Duration::from_secs(20)).await;
-        conn.offer(Duration::from_secs(20)).await;
-        let bridge = conn.bridge(&loopback_ice());
-        let flowing = wait_for(Duration::from_secs(30), || {
-            bridge.received.video_frames() >= 10
-        })
-        .await;
+        let (_, bridge) = server.next_bridged(Duration::from_secs(20)).await;
+        let flowing = bridge.decodes(10, Duration::from_secs(30)).await;
         assert!(flowing, "session {n}: no media");
         // Measured while exactly one session streams: between sessions the count swings with
         // whatever the next session is starting (encoder and ICE threads).

@@ -193,6 +193,11 @@ impl Bridge {
         self.forward.abort();
     }
 
+    /// Whether the answerer has decoded `frames` video frames within `within`.
+    pub async fn decodes(&self, frames: u64, within: Duration) -> bool {
+        super::wait_for(within, || self.received.video_frames() >= frames).await
+    }
+
     /// Waits until the answerer's side of the connection has wound down.
     pub async fn finish(self) {
         let _ = tokio::time::timeout(Duration::from_secs(5), self.forward).await;
@@ -273,6 +278,14 @@ impl FaultServer {
         self.try_next_conn(within)
             .await
             .expect("the box connects to the server")
+    }
+
+    /// The next connection and its offer, handed to a real answering webrtcbin with ICE on
+    /// loopback; panics if the connection or the offer does not come within `within`.
+    pub async fn next_bridged(&mut self, within: Duration) -> (Offer, Bridge) {
+        let mut conn = self.next_conn(within).await;
+        let offer = conn.offer(within).await;
+        (offer, conn.bridge(&super::loopback_ice()))
     }
 
     pub async fn try_next_conn(&mut self, within: Duration) -> Option<Conn> {
