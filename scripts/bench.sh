@@ -38,7 +38,11 @@ P
 BARE="$VIDEO_SRC ! $VIDEO_ENC ! video/x-h264,profile=constrained-baseline ! fakesink $AUDIO_SRC ! $AUDIO_ENC ! fakesink"
 
 echo "== building (release)"
-cargo build --release --quiet --bin airsync-streamer --example bench_peer --example glass
+# The box apart from the examples: built with them, it would get the dev-dependencies' features
+# and be another binary than the one `scripts/run.sh` builds (build.rs's function order, too,
+# names the functions of that one).
+cargo build --release --quiet --bin airsync-streamer
+cargo build --release --quiet --example bench_peer --example glass
 BIN=target/release/airsync-streamer
 
 echo "== machine"
