@@ -44,6 +44,11 @@ echo "== building (release)"
 cargo build --release --quiet --bin airsync-streamer
 cargo build --release --quiet --example bench_peer --example glass
 BIN=target/release/airsync-streamer
+# A stale list (dependencies updated, code renamed) shows as names missing here and as a higher
+# peak RSS below: rerun scripts/hot-functions.sh.
+if [ -f link/hot-functions.txt ]; then
+  echo "  hot functions placed together (build.rs): $(nm "$BIN" | awk '{ print $NF }' | grep -cxFf link/hot-functions.txt) of the $(wc -l < link/hot-functions.txt) listed in link/hot-functions.txt are in the binary"
+fi
 
 echo "== machine"
 echo "  $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -m | awk '/Mem:/{print $2}') MiB RAM, $(gst-launch-1.0 --version | sed -n 2p)"
