@@ -5,7 +5,7 @@
 # the test picture to examples/bench_peer on loopback: the shipped test description (with
 # the scaler that lets congestion control step the picture down) and one without it, as the
 # benchmark streams. The picture is 160x120 so valgrind keeps up; the box's own code runs the
-# same at any size. Takes about 3 minutes. Rerun it after changing dependencies or much code,
+# same at any size. Takes about 5 minutes. Rerun it after changing dependencies or much code,
 # then compare the peak RSS of scripts/bench.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -57,11 +57,9 @@ profile() { # name: one callgrind session, ended with SIGINT once the peer has d
   kill "$peer" 2>/dev/null || true
 }
 
-echo "== profiling two sessions under callgrind (about 3 minutes)"
-profile scaled &
-first=$!
+echo "== profiling two sessions under callgrind, one after the other (a few minutes)"
+profile scaled
 profile plain
-wait "$first"
 
 # Every instruction address callgrind lists for the binary, mapped to the function holding it.
 perl -e '
