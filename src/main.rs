@@ -91,6 +91,7 @@ fn main() -> ExitCode {
         Some(Command::Serve(args)) => serve(args),
         Some(Command::Demo(args)) => demo(args),
     };
+    media::dtls::wait_for_certificate();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Config(e)) => {

@@ -319,14 +319,20 @@ fn write_pipeline(dir: &std::path::Path, name: &str, text: &str) -> std::path::P
     path
 }
 
+const MISSING_CAMERA: &str = "/dev/video-airsync-missing";
+
+/// The test description plus a camera that is not there.
+fn missing_camera_pipeline(dir: &std::path::Path) -> std::path::PathBuf {
+    let test = std::fs::read_to_string(repo_path("pipelines/test.pipeline")).unwrap();
+    let described = format!("{test}\nv4l2src device={MISSING_CAMERA} ! fakesink\n");
+    write_pipeline(dir, "camera.pipeline", &described)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_camera_is_named_and_retried() {
     let dir = tempfile::tempdir().unwrap();
-    let test = std::fs::read_to_string(repo_path("pipelines/test.pipeline")).unwrap();
-    let device = "/dev/video-airsync-missing";
-    // The test description plus a camera that is not there.
-    let described = format!("{test}\nv4l2src device={device} ! fakesink\n");
-    let pipeline = write_pipeline(dir.path(), "camera.pipeline", &described);
+    let device = MISSING_CAMERA;
+    let pipeline = missing_camera_pipeline(dir.path());
     let mut server = FaultServer::start().await;
     let mut process = BoxProcess::streaming(&server.url(), &pipeline, &[]);
     // Each attempt fails with a line naming the device; the box keeps trying.
@@ -354,6 +360,41 @@ async fn missing_camera_is_named_and_retried() {
         "{}",
         process.output()
     );
+}
+
+/// A stop in the first half-second lands while the DTLS certificate is still being made on
+/// its own thread (the first session fails at once here, on the missing camera). The exit
+/// must wait for it: OpenSSL's exit handler would free the locks under it (SIGSEGV). The
+/// window is random, so the stop is tried a few times.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_while_the_certificate_is_made_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = missing_camera_pipeline(dir.path());
+    for round in 1..=8 {
+        let mut process = BoxProcess::streaming("ws://127.0.0.1:9/box", &pipeline, &[]);
+        let failed_once = wait_for(Duration::from_secs(20), || {
+            process.count_lines(|l| l.contains(MISSING_CAMERA)) >= 1
+        })
+        .await;
+        assert!(
+            failed_once,
+            "no error naming the camera:\n{}",
+            process.output()
+        );
+        let stopped = Instant::now();
+        process.signal(libc::SIGTERM);
+        let status = process.wait_exit(Duration::from_secs(5)).await;
+        println!(
+            "round {round}: {status:?} {:?} after SIGTERM",
+            stopped.elapsed()
+        );
+        assert_eq!(
+            status.and_then(|s| s.code()),
+            Some(0),
+            "round {round}: {status:?}\n{}",
+            process.output()
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,9 +6,16 @@
 //! to the server and sending the offer. Made on a thread of its own at start-up, it overlaps
 //! with loading the plugins and connecting instead; a session that needs the certificate
 //! sooner waits for it inside GStreamer.
+//!
+//! The process must not exit while that thread runs: OpenSSL's exit handler frees the locks
+//! the key generation is using, and the process dies of SIGSEGV instead of exiting 0 (a
+//! SIGTERM in the first half-second did that). `wait_for_certificate` joins it.
 
-use std::sync::Once;
+use std::sync::{Mutex, Once};
+use std::thread::JoinHandle;
 use std::time::Instant;
+
+static WORKER: Mutex<Option<JoinHandle<()>>> = Mutex::new(None);
 
 /// Starts generating the process's DTLS certificate in the background. Only the first call
 /// does anything.
@@ -18,10 +25,22 @@ pub fn prepare_certificate() {
         let spawned = std::thread::Builder::new()
             .name("airsync-dtls".into())
             .spawn(generate);
-        if let Err(e) = spawned {
-            tracing::debug!("DTLS certificate left to the first session: {e}");
+        match spawned {
+            Ok(handle) => *WORKER.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle),
+            Err(e) => tracing::debug!("DTLS certificate left to the first session: {e}"),
         }
     });
+}
+
+/// Waits until the certificate started by `prepare_certificate` is made, if it is still
+/// being made. Called before the process exits.
+pub fn wait_for_certificate() {
+    let handle = WORKER.lock().unwrap_or_else(|e| e.into_inner()).take();
+    if let Some(handle) = handle {
+        if handle.join().is_err() {
+            tracing::debug!("the DTLS certificate thread panicked");
+        }
+    }
 }
 
 fn generate() {
