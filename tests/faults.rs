@@ -328,23 +328,27 @@ fn missing_camera_pipeline(dir: &std::path::Path) -> std::path::PathBuf {
     write_pipeline(dir, "camera.pipeline", &described)
 }
 
+/// Waits (at most 20 s) for `count` error lines naming the missing camera.
+async fn wait_camera_errors(process: &BoxProcess, count: usize) {
+    let seen = wait_for(Duration::from_secs(20), || {
+        process.count_lines(|l| l.contains(MISSING_CAMERA)) >= count
+    })
+    .await;
+    assert!(
+        seen,
+        "not {count} errors naming {MISSING_CAMERA}:\n{}",
+        process.output()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_camera_is_named_and_retried() {
     let dir = tempfile::tempdir().unwrap();
-    let device = MISSING_CAMERA;
     let pipeline = missing_camera_pipeline(dir.path());
     let mut server = FaultServer::start().await;
     let mut process = BoxProcess::streaming(&server.url(), &pipeline, &[]);
     // Each attempt fails with a line naming the device; the box keeps trying.
-    let retried = wait_for(Duration::from_secs(20), || {
-        process.count_lines(|l| l.contains(device)) >= 2
-    })
-    .await;
-    assert!(
-        retried,
-        "no repeated error naming {device}:\n{}",
-        process.output()
-    );
+    wait_camera_errors(&process, 2).await;
     assert!(
         server
             .try_next_conn(Duration::from_millis(10))
@@ -372,15 +376,7 @@ async fn sigterm_while_the_certificate_is_made_exits_0() {
     let pipeline = missing_camera_pipeline(dir.path());
     for round in 1..=8 {
         let mut process = BoxProcess::streaming("ws://127.0.0.1:9/box", &pipeline, &[]);
-        let failed_once = wait_for(Duration::from_secs(20), || {
-            process.count_lines(|l| l.contains(MISSING_CAMERA)) >= 1
-        })
-        .await;
-        assert!(
-            failed_once,
-            "no error naming the camera:\n{}",
-            process.output()
-        );
+        wait_camera_errors(&process, 1).await;
         let stopped = Instant::now();
         process.signal(libc::SIGTERM);
         let status = process.wait_exit(Duration::from_secs(5)).await;
