@@ -20,7 +20,11 @@ fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rustc-link-arg-bins=-Wl,-z,pack-relative-relocs");
 
-    let order = Path::new(env!("CARGO_MANIFEST_DIR")).join("link/hot-functions.txt");
+    // Read when the script runs, not when it is compiled (`env!`): Cargo reuses a compiled
+    // build script across checkouts that share a target folder, and a path baked in from
+    // another checkout silently dropped the ordering.
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR").expect("set by Cargo");
+    let order = Path::new(&manifest_dir).join("link/hot-functions.txt");
     println!("cargo:rerun-if-changed={}", order.display());
     // `--symbol-ordering-file` is LLD's: the linker Rust uses on this target unless told to
     // use another (RUSTC_LINKER is set when one is configured).
