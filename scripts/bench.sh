@@ -46,8 +46,27 @@ cargo build --release --quiet --example bench_peer --example glass
 BIN=target/release/airsync-streamer
 # A stale list (dependencies updated, code renamed) shows as names missing here and as a higher
 # peak RSS below: rerun scripts/hot-functions.sh.
+# That they are found is not enough: the span they occupy shows whether the linker was given
+# the list at all (when it was not, they lie scattered over the whole 4 MB of code).
 if [ -f link/hot-functions.txt ]; then
-  echo "  hot functions placed together (build.rs): $(nm "$BIN" | awk '{ print $NF }' | grep -cxFf link/hot-functions.txt) of the $(wc -l < link/hot-functions.txt) listed in link/hot-functions.txt are in the binary"
+  nm -S --defined-only "$BIN" | perl -e '
+    open my $list, "<", "link/hot-functions.txt" or die "link/hot-functions.txt: $!";
+    my %hot = map { chomp; ($_ => 1) } <$list>;
+    my ($n, $code, $lo, $hi) = (0, 0);
+    while (<STDIN>) {
+      my ($addr, $size, $type, $name) = split;
+      next unless defined $name && delete $hot{$name};
+      my ($a, $s) = (hex $addr, hex $size);
+      $n++; $code += $s;
+      $lo = $a if !defined $lo || $a < $lo;
+      $hi = $a + $s if !defined $hi || $a + $s > $hi;
+    }
+    my $listed = $n + keys %hot;
+    my $span = $n ? ($hi - $lo) / 1024 : 0;
+    printf "  hot functions placed together (build.rs): %d of the %d listed in link/hot-functions.txt are in the binary, within %.0f KiB of code (their own: %.0f KiB)\n",
+      $n, $listed, $span, $code / 1024;
+    print "  WARNING: they are NOT placed together: the release build did not pass the list to the linker (see build.rs)\n"
+      if $n && $span > 2 * $code / 1024;'
 fi
 
 echo "== machine"
