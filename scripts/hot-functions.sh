@@ -7,6 +7,10 @@
 # benchmark streams. The picture is 160x120 so valgrind keeps up; the box's own code runs the
 # same at any size. Takes about 5 minutes. Rerun it after changing dependencies or much code,
 # then compare the peak RSS of scripts/bench.sh.
+#
+# What runs varies a little from one profile to the next (a timer that fires or not, an error
+# path), so the functions of the current list that the binary still has stay listed: each run
+# adds to the list, and only drops what no longer exists. HOT_FRESH=1 starts from nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -61,9 +65,11 @@ echo "== profiling two sessions under callgrind, one after the other (a few minu
 profile scaled
 profile plain
 
+PREVIOUS=link/hot-functions.txt
+if [[ ${HOT_FRESH:-0} == 1 ]]; then PREVIOUS=""; fi
 # Every instruction address callgrind lists for the binary, mapped to the function holding it.
 perl -e '
-  my ($bin, @files) = @ARGV;
+  my ($bin, $previous, @files) = @ARGV;
   my %seen;
   for my $file (@files) {
     open(my $in, "<", $file) or die "$file: $!";
@@ -87,6 +93,11 @@ perl -e '
   }
   @symbols = sort { $a->[0] <=> $b->[0] } @symbols;
   my %hot;
+  if ($previous ne "" && open(my $list, "<", $previous)) {
+    my %listed = map { chomp; ($_ => 1) } <$list>;
+    $listed{$_->[2]} and $hot{$_->[2]} = $_ for @symbols;
+    printf STDERR "  kept from the current list: %d of its %d functions\n", scalar(keys %hot), scalar(keys %listed);
+  }
   for my $at (keys %seen) {
     my ($lo, $hi) = (0, $#symbols);
     while ($lo < $hi) { my $mid = int(($lo + $hi + 1) / 2); if ($symbols[$mid][0] <= $at) { $lo = $mid } else { $hi = $mid - 1 } }
@@ -96,7 +107,7 @@ perl -e '
   my $bytes = 0;
   for my $s (sort { $a->[0] <=> $b->[0] } values %hot) { print "$s->[2]\n"; $bytes += $s->[1] }
   printf STDERR "  %d functions, %.0f KiB of code\n", scalar(keys %hot), $bytes / 1024;
-' "$(readlink -f "$BIN")" "$WORK/scaled.cg" "$WORK/plain.cg" > "$WORK/hot-functions.txt"
+' "$(readlink -f "$BIN")" "$PREVIOUS" "$WORK/scaled.cg" "$WORK/plain.cg" > "$WORK/hot-functions.txt"
 mkdir -p link
 mv "$WORK/hot-functions.txt" link/hot-functions.txt
 echo "== wrote link/hot-functions.txt; the next release build links by it"
