@@ -26,6 +26,8 @@ pub struct Counters {
     pub video_bitrate_kbps: AtomicU64,
     /// 0 full picture, 1 half size, 2 half size at half frame rate (see `congestion.rs`).
     pub video_picture_level: AtomicU64,
+    /// RTCP receiver reports (with report blocks) heard from the peer in this process's life.
+    pub receiver_reports: AtomicU64,
     /// The Opus encoder's `packet-loss-percentage`, following RTCP receiver reports.
     pub audio_expected_loss_percent: AtomicU64,
     /// Key frame requests the video encoder answered, and the longest and latest answer (µs)

@@ -83,6 +83,10 @@ impl Streaming {
         (longest, loss_percent)
     }
 
+    fn receiver_reports(&self) -> u64 {
+        Counters::get(&self.streamer.status.counters.receiver_reports)
+    }
+
     fn print_estimate(&self) {
         let c = &self.streamer.status.counters;
         println!(
@@ -217,17 +221,19 @@ async fn keeps_decoding_at_five_percent_loss() {
     })
     .await;
     let before = s.received.video_frames();
+    let reports_before = s.receiver_reports();
     let watched = Duration::from_secs(10);
     let (freeze, loss_percent) = s.watch(watched).await;
     let decoded = s.received.video_frames() - before;
+    let reports = s.receiver_reports() - reports_before;
     let stats = s.relay.stats();
     println!("5 % random loss, 20 ms delay, 5 ms jitter:");
     println!(
-        "  packets from the box {}, lost {}, by payload type {:?}",
-        stats.packets_in, stats.lost_random, stats.packets_by_pt
+        "  packets from the box {}, lost {}, by payload type {:?}; packets back {}",
+        stats.packets_in, stats.lost_random, stats.packets_by_pt, stats.packets_back
     );
     println!(
-        "  frames decoded in {watched:?}: {decoded}, longest freeze {freeze:?}, highest opus packet-loss-percentage {loss_percent}"
+        "  frames decoded in {watched:?}: {decoded}, longest freeze {freeze:?}, highest opus packet-loss-percentage {loss_percent}, receiver reports {reports}"
     );
     s.print_estimate();
     s.stop().await;
@@ -249,7 +255,12 @@ async fn keeps_decoding_at_five_percent_loss() {
         "no retransmission under loss: {:?}",
         stats.packets_by_pt
     );
-    // Opus FEC follows the loss the receiver reports about the audio stream.
+    // Opus FEC follows the loss the receiver reports about the audio stream. The server's
+    // answerer reports about once a second; a handful tells its scheduling apart from FEC.
+    assert!(
+        reports >= 6,
+        "the receiver sent {reports} RTCP receiver reports in {watched:?}, not about one a second"
+    );
     assert!(
         loss_percent > 0,
         "opus packet-loss-percentage never followed the reported loss"

@@ -427,8 +427,21 @@ fn add_counting_sink(
     Ok(())
 }
 
+/// RTCP bandwidth (bit/s, despite the property's blurb) far above what a report a second and
+/// per-frame feedback use; see [`report_every_second`].
+const UNBOUNDED_RTCP_BANDWIDTH: f64 = 1_000_000.0;
+
 /// Receiver reports once a second, as browsers send them, rather than rtpsession's default
 /// minimum of 5 s: the box tunes Opus FEC from them.
+///
+/// The minimum alone is not enough. Under AVPF, rtpsession reschedules a regular report to
+/// one RTCP-bandwidth interval after the last RTCP packet of any kind, and the TWCC feedback
+/// (plus NACKs under loss) goes out as early packets about every frame. With the default 5 %
+/// of the stream's bitrate for RTCP, that interval (~0.1 s) is longer than the gaps between
+/// them, so regular reports only slipped through every 2–3 s, and some sessions sent none for
+/// 10 s. With an RTCP bandwidth no stream here reaches, that interval is a few milliseconds
+/// and `rtcp-min-interval` alone spaces the reports. The same interval had also held the TWCC
+/// feedback back to about one packet per 0.1 s; it now leaves with every video frame.
 fn report_every_second(webrtcbin: &gst::Element) {
     let Some(rtpbin) = webrtcbin
         .downcast_ref::<gst::Bin>()
@@ -438,5 +451,6 @@ fn report_every_second(webrtcbin: &gst::Element) {
     };
     if let Some(session) = rtpbin.emit_by_name::<Option<gst::Element>>("get-session", &[&0u32]) {
         session.set_property("rtcp-min-interval", gst::ClockTime::SECOND.nseconds());
+        session.set_property("rtcp-fraction", UNBOUNDED_RTCP_BANDWIDTH);
     }
 }

@@ -128,6 +128,7 @@ impl Session<'_> {
     /// Opus FEC follows the loss the receiver's RTCP reports show about the audio.
     pub(super) fn on_report_blocks(&mut self, blocks: &[(u32, f64)]) {
         tracing::trace!(?blocks, "receiver report blocks");
+        Counters::bump(&self.status.counters.receiver_reports);
         let now = std::time::Instant::now();
         if let Some(percent) = self.audio_loss.on_report_blocks(blocks, now) {
             Counters::set(
