@@ -431,6 +431,10 @@ fn add_counting_sink(
 /// per-frame feedback use; see [`report_every_second`].
 const UNBOUNDED_RTCP_BANDWIDTH: f64 = 1_000_000.0;
 
+/// Chrome's transport-cc feedback interval at the bitrates here: 5 % of the bitrate for its
+/// 68-byte feedback packets, but never more often than every 50 ms.
+const TWCC_FEEDBACK_INTERVAL: gst::ClockTime = gst::ClockTime::from_mseconds(50);
+
 /// Receiver reports once a second, as browsers send them, rather than rtpsession's default
 /// minimum of 5 s: the box tunes Opus FEC from them.
 ///
@@ -440,8 +444,11 @@ const UNBOUNDED_RTCP_BANDWIDTH: f64 = 1_000_000.0;
 /// of the stream's bitrate for RTCP, that interval (~0.1 s) is longer than the gaps between
 /// them, so regular reports only slipped through every 2–3 s, and some sessions sent none for
 /// 10 s. With an RTCP bandwidth no stream here reaches, that interval is a few milliseconds
-/// and `rtcp-min-interval` alone spaces the reports. The same interval had also held the TWCC
-/// feedback back to about one packet per 0.1 s; it now leaves with every video frame.
+/// and `rtcp-min-interval` alone spaces the reports.
+///
+/// That bandwidth would let the transport-cc feedback leave with every video frame (30 a
+/// second, 50 % more RTCP for the box to take in than from a browser); it leaves every
+/// [`TWCC_FEEDBACK_INTERVAL`] instead.
 fn report_every_second(webrtcbin: &gst::Element) {
     let Some(rtpbin) = webrtcbin
         .downcast_ref::<gst::Bin>()
@@ -452,5 +459,8 @@ fn report_every_second(webrtcbin: &gst::Element) {
     if let Some(session) = rtpbin.emit_by_name::<Option<gst::Element>>("get-session", &[&0u32]) {
         session.set_property("rtcp-min-interval", gst::ClockTime::SECOND.nseconds());
         session.set_property("rtcp-fraction", UNBOUNDED_RTCP_BANDWIDTH);
+        session
+            .property::<glib::Object>("internal-session")
+            .set_property("twcc-feedback-interval", TWCC_FEEDBACK_INTERVAL.nseconds());
     }
 }
