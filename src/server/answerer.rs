@@ -154,7 +154,7 @@ impl Answerer {
             .set_local(WebRTCSDPType::Answer, answer.clone())
             .await?;
         self.answered = true;
-        report_every_second(self.webrtc.element());
+        rtcp_as_browsers_send_it(self.webrtc.element());
         for (mline, c) in std::mem::take(&mut self.pending) {
             self.webrtc.add_ice_candidate(mline, &c);
         }
@@ -428,7 +428,7 @@ fn add_counting_sink(
 }
 
 /// RTCP bandwidth (bit/s, despite the property's blurb) far above what a report a second and
-/// per-frame feedback use; see [`report_every_second`].
+/// feedback every 50 ms use; see [`rtcp_as_browsers_send_it`].
 const UNBOUNDED_RTCP_BANDWIDTH: f64 = 1_000_000.0;
 
 /// Chrome's transport-cc feedback interval at the bitrates here: 5 % of the bitrate for its
@@ -436,12 +436,12 @@ const UNBOUNDED_RTCP_BANDWIDTH: f64 = 1_000_000.0;
 const TWCC_FEEDBACK_INTERVAL: gst::ClockTime = gst::ClockTime::from_mseconds(50);
 
 /// Receiver reports once a second, as browsers send them, rather than rtpsession's default
-/// minimum of 5 s: the box tunes Opus FEC from them.
+/// minimum of 5 s: the box tunes Opus FEC from them. Transport-cc feedback as Chrome paces it.
 ///
 /// The minimum alone is not enough. Under AVPF, rtpsession reschedules a regular report to
 /// one RTCP-bandwidth interval after the last RTCP packet of any kind, and the TWCC feedback
 /// (plus NACKs under loss) goes out as early packets about every frame. With the default 5 %
-/// of the stream's bitrate for RTCP, that interval (~0.1 s) is longer than the gaps between
+/// of the stream's bitrate for RTCP, that interval (~0.1 s at 500 kbit/s) is longer than the gaps between
 /// them, so regular reports only slipped through every 2–3 s, and some sessions sent none for
 /// 10 s. With an RTCP bandwidth no stream here reaches, that interval is a few milliseconds
 /// and `rtcp-min-interval` alone spaces the reports.
@@ -449,7 +449,7 @@ const TWCC_FEEDBACK_INTERVAL: gst::ClockTime = gst::ClockTime::from_mseconds(50)
 /// That bandwidth would let the transport-cc feedback leave with every video frame (30 a
 /// second, 50 % more RTCP for the box to take in than from a browser); it leaves every
 /// [`TWCC_FEEDBACK_INTERVAL`] instead.
-fn report_every_second(webrtcbin: &gst::Element) {
+fn rtcp_as_browsers_send_it(webrtcbin: &gst::Element) {
     let Some(rtpbin) = webrtcbin
         .downcast_ref::<gst::Bin>()
         .and_then(|b| b.by_name("rtpbin"))
