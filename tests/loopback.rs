@@ -215,3 +215,37 @@ pub fn assert_offer_matches_protocol(sdp: &SDPMessage) {
         assert_eq!(setup, Some("actpass"));
     }
 }
+
+/// The box sends its sender reports about once a second (`media/reports.rs`), not every
+/// 2.5–7.5 s as rtpsession would: over 8 s that is at least 6 reports for each stream
+/// (the longest randomised gap is 1.23 s), where the default sends at most 4.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sends_a_sender_report_about_each_second() {
+    init_tracing();
+    let mut server = start_server(loopback_ice()).await;
+    let streamer = RunningBox::start(box_config(&server.url()));
+    let received = server.next_session().await;
+    let flowing = wait_for(Duration::from_secs(45), || {
+        received.video_frames() >= 30 && received.audio_buffers() >= 10
+    })
+    .await;
+    let before = received.sender_reports();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let after = received.sender_reports();
+    streamer.stop().await;
+    assert!(flowing, "media did not flow");
+
+    let mut per_stream: Vec<(u32, u64)> = after
+        .iter()
+        .map(|(ssrc, n)| (*ssrc, n - before.get(ssrc).copied().unwrap_or(0)))
+        .collect();
+    per_stream.sort();
+    println!("sender reports in 8 s, by SSRC: {per_stream:x?}");
+    assert_eq!(per_stream.len(), 2, "one stream each of audio and video");
+    for (ssrc, n) in per_stream {
+        assert!(
+            n >= 5,
+            "{n} sender reports for SSRC {ssrc:08x} in 8 s: not sent each second"
+        );
+    }
+}

@@ -9,6 +9,7 @@ pub mod ice;
 pub mod liveness;
 pub mod pipeline;
 pub mod recovery;
+pub mod reports;
 pub mod sdp;
 pub mod webrtc;
 

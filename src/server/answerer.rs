@@ -2,6 +2,7 @@
 //! decodes what arrives and counts it. `serve` uses it when no browser is watching; the tests
 //! use it as the far end of a real stream.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
@@ -26,6 +27,8 @@ pub struct ReceivedMedia {
     pub data_channel_messages: Mutex<Vec<String>>,
     pub remote_candidates: AtomicU64,
     pub local_candidates: AtomicU64,
+    /// RTCP sender reports received from the box, by the SSRC they report on.
+    pub sender_reports: Mutex<HashMap<u32, u64>>,
     /// When each H.264 key frame (IDR) left the depayloader.
     pub key_frames: Mutex<Vec<Instant>>,
     /// The H.264 depayloader, to ask the box for a key frame through it.
@@ -52,6 +55,10 @@ impl ReceivedMedia {
     }
     pub fn video_size(&self) -> Option<(i32, i32)> {
         *self.video_size.lock().unwrap()
+    }
+
+    pub fn sender_reports(&self) -> HashMap<u32, u64> {
+        self.sender_reports.lock().unwrap().clone()
     }
 
     pub fn key_frames(&self) -> Vec<Instant> {
@@ -155,6 +162,7 @@ impl Answerer {
             .await?;
         self.answered = true;
         rtcp_as_browsers_send_it(self.webrtc.element());
+        count_sender_reports(self.webrtc.element(), &self.received);
         for (mline, c) in std::mem::take(&mut self.pending) {
             self.webrtc.add_ice_candidate(mline, &c);
         }
@@ -425,6 +433,26 @@ fn add_counting_sink(
     pad.link(&sinkpad)
         .map_err(|e| glib::bool_error!("link failed: {e:?}"))?;
     Ok(())
+}
+
+fn count_sender_reports(webrtcbin: &gst::Element, received: &Arc<ReceivedMedia>) {
+    let Some(session) = media::recovery::rtp_session(webrtcbin) else {
+        return;
+    };
+    let received = received.clone();
+    session.connect("on-receiving-rtcp", false, move |args| {
+        if let Some(map) = args[1]
+            .get::<gst::Buffer>()
+            .ok()
+            .and_then(|b| b.into_mapped_buffer_readable().ok())
+        {
+            let mut counts = received.sender_reports.lock().unwrap();
+            for ssrc in media::reports::sender_reports_in(&map) {
+                *counts.entry(ssrc).or_default() += 1;
+            }
+        }
+        None
+    });
 }
 
 /// RTCP bandwidth (bit/s, despite the property's blurb) far above what a report a second and

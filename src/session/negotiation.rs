@@ -6,8 +6,8 @@ use tracing::{debug, info, warn};
 
 use super::{Session, SessionError, MAX_PENDING_CANDIDATES};
 use crate::media::liveness::PeerActivity;
-use crate::media::recovery;
 use crate::media::{candidate, sdp, MediaError};
+use crate::media::{recovery, reports};
 use crate::metrics::Counters;
 use crate::protocol::{Envelope, Signal};
 use crate::secret::mask_sdp;
@@ -93,6 +93,9 @@ impl Session<'_> {
             && !recovery::watch_report_blocks(self.webrtc.element(), &self.events_tx)
         {
             warn!("no RTP session to read receiver reports from: Opus expected loss stays fixed");
+        }
+        if !reports::send_each_second(self.webrtc.element()) {
+            warn!("no RTP session to set the sender report interval on: reports every 2.5-7.5 s");
         }
         Counters::bump(&self.status.counters.answers_applied);
         info!(codecs = ?self.webrtc.remote_description().map(|d| sdp::codecs(&d)), "answer applied");
