@@ -181,10 +181,22 @@ pub fn report_blocks_in(rtcp: &[u8]) -> Vec<(u32, f64)> {
 /// How long a stream's last reported loss counts when no newer report about it was read.
 const REPORT_FRESH: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// The time constant of the reported loss's average, Chrome's for its Opus encoder (a weight
+/// of 0.9999 per millisecond on the old value). A report each second covers only some 50
+/// audio packets, so at 5 % loss single reports read anything from 0 to 18 %: the encoder
+/// should follow the link's loss, not each report's luck.
+const LOSS_TIME_CONSTANT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The highest expected loss given to the encoder, Chrome's: beyond it, in-band FEC takes
+/// bits from the audio itself for little more protection.
+const MAX_EXPECTED_LOSS: f64 = 0.20;
+
 /// The Opus encoder whose expected loss follows the reports.
 pub struct AudioLoss {
     encoder: Option<gst::Element>,
     percent: i32,
+    /// The average of the reported loss (the first report as it is), and when it last moved.
+    average: Option<(f64, std::time::Instant)>,
     /// Our SSRC -> (last fraction lost reported for it, when it was read).
     reported: std::collections::HashMap<u32, (f64, std::time::Instant)>,
     /// The audio stream's SSRCs (from the offer); empty: every stream counts.
@@ -203,6 +215,7 @@ impl AudioLoss {
         AudioLoss {
             encoder,
             percent,
+            average: None,
             reported: Default::default(),
             audio_ssrcs: Vec::new(),
         }
@@ -222,25 +235,41 @@ impl AudioLoss {
         self.percent
     }
 
-    /// Takes the report blocks of one read; the expected loss follows the worst stream
-    /// reported on in the last few seconds. Returns the new value when it changed.
+    /// Takes the report blocks of one read. A read with a block about the audio moves the
+    /// average (over [`LOSS_TIME_CONSTANT`]) of the worst audio stream reported on in the
+    /// last few seconds; the expected loss is that average, up to [`MAX_EXPECTED_LOSS`].
+    /// Returns the new value when it changed.
     pub fn on_report_blocks(
         &mut self,
         blocks: &[(u32, f64)],
         now: std::time::Instant,
     ) -> Option<i32> {
         let ours = |ssrc: &u32| self.audio_ssrcs.is_empty() || self.audio_ssrcs.contains(ssrc);
+        let mut about_audio = false;
         for &(ssrc, fraction) in blocks.iter().filter(|(ssrc, _)| ours(ssrc)) {
             self.reported.insert(ssrc, (fraction, now));
+            about_audio = true;
+        }
+        if !about_audio {
+            return None;
         }
         self.reported
             .retain(|_, (_, at)| now.duration_since(*at) <= REPORT_FRESH);
         let worst = self.reported.values().map(|(f, _)| *f).reduce(f64::max)?;
-        self.on_fraction_lost(worst)
+        let average = match self.average {
+            None => worst,
+            Some((old, at)) => {
+                let elapsed = now.saturating_duration_since(at).as_secs_f64();
+                let keep = (-elapsed / LOSS_TIME_CONSTANT.as_secs_f64()).exp();
+                keep * old + (1.0 - keep) * worst
+            }
+        };
+        self.average = Some((average, now));
+        self.set_expected_loss(average.min(MAX_EXPECTED_LOSS))
     }
 
-    /// Sets the encoder's expected loss from the reported fraction; returns the new value.
-    pub fn on_fraction_lost(&mut self, fraction: f64) -> Option<i32> {
+    /// Sets the encoder's expected loss; returns the new value when it changed.
+    fn set_expected_loss(&mut self, fraction: f64) -> Option<i32> {
         let encoder = self.encoder.as_ref()?;
         let percent = (fraction * 100.0).round().clamp(0.0, 100.0) as i32;
         if percent == self.percent {
@@ -353,39 +382,38 @@ mod tests {
     }
 
     #[test]
-    fn opus_loss_follows_the_reports() {
+    fn opus_loss_follows_the_average_of_the_reports() {
         crate::media::init().unwrap();
         let pipeline = gst::parse::launch("audiotestsrc ! opusenc name=aenc ! fakesink")
             .unwrap()
             .downcast::<gst::Pipeline>()
             .unwrap();
+        let enc = pipeline.by_name("aenc").unwrap();
         let mut loss = AudioLoss::new(&pipeline, &AudioConfig::default());
         assert!(loss.is_active());
-        assert_eq!(
-            loss.on_report_blocks(&[(42, 0.5)], std::time::Instant::now()),
-            Some(50)
-        );
-        assert_eq!(loss.on_fraction_lost(0.0), Some(0));
         loss.set_audio_ssrcs(vec![7, 9]);
-        // Reports about other streams (the video) no longer count.
-        assert_eq!(
-            loss.on_report_blocks(&[(42, 0.5)], std::time::Instant::now()),
-            None
-        );
-        assert_eq!(loss.on_fraction_lost(0.051), Some(5));
-        assert_eq!(loss.on_fraction_lost(0.049), None);
-        // The audio's block is remembered while reads show the video's.
         let t = std::time::Instant::now();
-        assert_eq!(loss.on_report_blocks(&[(7, 0.10)], t), Some(10));
+        let at = |s: u64| t + Duration::from_secs(s);
+        // The first report is taken as it is.
+        assert_eq!(loss.on_report_blocks(&[(7, 0.10)], at(0)), Some(10));
+        // Reports about other streams (the video) do not count.
+        assert_eq!(loss.on_report_blocks(&[(42, 0.5)], at(1)), None);
+        // A second of no loss: 0.10 * e^-0.1.
+        assert_eq!(loss.on_report_blocks(&[(7, 0.0)], at(1)), Some(9));
+        // The worst audio stream counts, while its report is fresh.
+        assert_eq!(loss.on_report_blocks(&[(9, 0.30)], at(2)), Some(11));
+        assert_eq!(loss.on_report_blocks(&[(7, 0.0)], at(3)), Some(13));
+        // Over half a minute of no loss brings it down; one unlucky report moves it a little.
         assert_eq!(
-            loss.on_report_blocks(&[(9, 0.0)], t + Duration::from_secs(1)),
-            None
-        );
-        assert_eq!(
-            loss.on_report_blocks(&[(9, 0.0)], t + Duration::from_secs(6)),
+            loss.on_report_blocks(&[(7, 0.0), (9, 0.0)], at(40)),
             Some(0)
         );
-        let enc = pipeline.by_name("aenc").unwrap();
-        assert_eq!(enc.property::<i32>("packet-loss-percentage"), 0);
+        assert_eq!(loss.on_report_blocks(&[(7, 0.18)], at(41)), Some(2));
+        // Steady heavy loss: the expected loss climbs to its ceiling and stays there.
+        for s in 42..90 {
+            loss.on_report_blocks(&[(7, 0.5), (9, 0.5)], at(s));
+        }
+        assert_eq!(loss.percent(), 20);
+        assert_eq!(enc.property::<i32>("packet-loss-percentage"), 20);
     }
 }
