@@ -178,12 +178,14 @@ async fn settles_under_a_bottleneck_keeps_decoding_and_climbs_back() {
         "the picture froze for {freeze:?} once settled"
     );
 
-    // Phase 2: the limit lifts; the rate must climb back well above it.
+    // Phase 2: the limit lifts; the rate must climb back well above it. It takes 16-20 s
+    // here; the window is three times that, as a loaded CI machine slows the estimator's
+    // feedback and the climb is behaviour, not a timing.
     s.relay.set_impairment(Impairment::default());
     let lifted = Instant::now();
     let target = LIMIT_BPS * 8 / 5;
     let mut climbed = None;
-    while lifted.elapsed() < Duration::from_secs(40) {
+    while lifted.elapsed() < Duration::from_secs(60) {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let now = Instant::now();
         let rate = s
