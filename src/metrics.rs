@@ -28,7 +28,8 @@ pub struct Counters {
     pub video_picture_level: AtomicU64,
     /// RTCP receiver reports (with report blocks) heard from the peer in this process's life.
     pub receiver_reports: AtomicU64,
-    /// The Opus encoder's `packet-loss-percentage`, following RTCP receiver reports.
+    /// The Opus encoder's `packet-loss-percentage`: the 10-s average of the loss RTCP receiver
+    /// reports show about the audio (see `recovery::AudioLoss`).
     pub audio_expected_loss_percent: AtomicU64,
     /// Key frame requests the video encoder answered, and the longest and latest answer (µs)
     /// from the request reaching the encoder to the key frame leaving it.
