@@ -27,7 +27,7 @@ pub struct ReceivedMedia {
     pub data_channel_messages: Mutex<Vec<String>>,
     pub remote_candidates: AtomicU64,
     pub local_candidates: AtomicU64,
-    /// RTCP sender reports received from the box, by the SSRC they report on.
+    /// RTCP sender reports received from the box, by their sender SSRC (one per stream).
     pub sender_reports: Mutex<HashMap<u32, u64>>,
     /// When each H.264 key frame (IDR) left the depayloader.
     pub key_frames: Mutex<Vec<Instant>>,

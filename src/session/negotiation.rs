@@ -6,8 +6,7 @@ use tracing::{debug, info, warn};
 
 use super::{Session, SessionError, MAX_PENDING_CANDIDATES};
 use crate::media::liveness::PeerActivity;
-use crate::media::{candidate, sdp, MediaError};
-use crate::media::{recovery, reports};
+use crate::media::{candidate, recovery, reports, sdp, MediaError};
 use crate::metrics::Counters;
 use crate::protocol::{Envelope, Signal};
 use crate::secret::mask_sdp;
