@@ -8,6 +8,7 @@ pub mod dtls;
 pub mod ice;
 pub mod liveness;
 pub mod pipeline;
+pub mod quantiser;
 pub mod recovery;
 pub mod reports;
 pub mod sdp;
