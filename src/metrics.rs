@@ -26,6 +26,11 @@ pub struct Counters {
     pub video_bitrate_kbps: AtomicU64,
     /// 0 full picture, 1 half size, 2 half size at half frame rate (see `congestion.rs`).
     pub video_picture_level: AtomicU64,
+    /// The highest picture level in this process's life.
+    pub video_picture_level_max: AtomicU64,
+    /// The video encoder's average H.264 quantiser, rounded (0 until known; see
+    /// `media/quantiser.rs`).
+    pub video_quantiser: AtomicU64,
     /// RTCP receiver reports (with report blocks) heard from the peer in this process's life.
     pub receiver_reports: AtomicU64,
     /// The Opus encoder's `packet-loss-percentage`: the 10-s average of the loss RTCP receiver

@@ -29,18 +29,18 @@ struct Streaming {
 }
 
 impl Streaming {
-    async fn start(impairment: Impairment) -> Streaming {
+    /// Streams the test description with its video pattern set to `pattern` through a relay
+    /// with `impairment`.
+    async fn start(impairment: Impairment, pattern: &str) -> Streaming {
         init_tracing();
         let relay = Arc::new(Relay::start(impairment).await);
         let mut server = start_server_via(loopback_ice(), Some(relay.clone())).await;
-        // Noise, like a camera in low light: the encoder always has more to send than the link
-        // takes, so only congestion control keeps the rate down.
         let dir = tempfile::tempdir().unwrap();
         let description = std::fs::read_to_string(repo_path("pipelines/test.pipeline"))
             .unwrap()
-            .replace("pattern=ball", "pattern=snow");
-        assert!(description.contains("pattern=snow"));
-        let pipeline = dir.path().join("snow.pipeline");
+            .replace("pattern=ball", &format!("pattern={pattern}"));
+        assert!(description.contains(&format!("pattern={pattern}")));
+        let pipeline = dir.path().join("test.pipeline");
         std::fs::write(&pipeline, description).unwrap();
         let cfg = box_config_with(&server.url(), |a| a.pipeline = Some(pipeline.clone()));
         let streamer = RunningBox::start(cfg);
@@ -90,11 +90,13 @@ impl Streaming {
     fn print_estimate(&self) {
         let c = &self.streamer.status.counters;
         println!(
-            "  estimates received {}, last estimate {} kbit/s, video encoder {} kbit/s, picture level {}",
+            "  estimates received {}, last estimate {} kbit/s, video encoder {} kbit/s, quantiser {}, picture level {} (highest {})",
             Counters::get(&c.bandwidth_estimates),
             Counters::get(&c.bandwidth_estimate_bps) / 1000,
             Counters::get(&c.video_bitrate_kbps),
-            Counters::get(&c.video_picture_level)
+            Counters::get(&c.video_quantiser),
+            Counters::get(&c.video_picture_level),
+            Counters::get(&c.video_picture_level_max)
         );
     }
 
@@ -125,10 +127,12 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn settles_under_a_bottleneck_keeps_decoding_and_climbs_back() {
-    let s = Streaming::start(Impairment::bottleneck(
-        LIMIT_BPS,
-        Duration::from_millis(200),
-    ))
+    // Noise, like a camera in low light: the encoder always has more to send than the link
+    // takes, so only congestion control keeps the rate down.
+    let s = Streaming::start(
+        Impairment::bottleneck(LIMIT_BPS, Duration::from_millis(200)),
+        "snow",
+    )
     .await;
     let t0 = Instant::now();
 
@@ -215,12 +219,15 @@ async fn settles_under_a_bottleneck_keeps_decoding_and_climbs_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keeps_decoding_at_five_percent_loss() {
-    let s = Streaming::start(Impairment {
-        loss: 0.05,
-        delay: Duration::from_millis(20),
-        jitter: Duration::from_millis(5),
-        ..Default::default()
-    })
+    let s = Streaming::start(
+        Impairment {
+            loss: 0.05,
+            delay: Duration::from_millis(20),
+            jitter: Duration::from_millis(5),
+            ..Default::default()
+        },
+        "snow",
+    )
     .await;
     let before = s.received.video_frames();
     let reports_before = s.receiver_reports();
@@ -267,4 +274,36 @@ async fn keeps_decoding_at_five_percent_loss() {
         loss_percent > 0,
         "opus packet-loss-percentage never followed the reported loss"
     );
+}
+
+/// A simple scene (the test description's moving ball) encodes at full size in a fraction of
+/// the link: the estimate of a sender that sends that little sinks with what it sends, but
+/// the picture must not shrink for it (it did before the encoder's quantiser was read).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_simple_scene_keeps_its_size_under_a_bottleneck() {
+    let s = Streaming::start(
+        Impairment::bottleneck(LIMIT_BPS, Duration::from_millis(200)),
+        "ball",
+    )
+    .await;
+    let t0 = Instant::now();
+    let watched = Duration::from_secs(20);
+    let (freeze, _) = s.watch(watched).await;
+    let per_second = rates(&s.relay, t0, t0 + watched);
+    let c = &s.streamer.status.counters;
+    let highest_level = Counters::get(&c.video_picture_level_max);
+    println!(
+        "simple scene, bottleneck {} kbit/s, 200 ms queue:",
+        LIMIT_BPS / 1000
+    );
+    println!("  sent video kbit/s per second: {per_second:?}, longest freeze {freeze:?}");
+    s.print_estimate();
+    let estimates = Counters::get(&c.bandwidth_estimates);
+    s.stop().await;
+    assert!(estimates > 0, "no bandwidth estimate");
+    assert_eq!(
+        highest_level, 0,
+        "the picture shrank though the scene needs a fraction of the link"
+    );
+    assert!(freeze <= Duration::from_secs(1), "froze for {freeze:?}");
 }

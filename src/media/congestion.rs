@@ -1,6 +1,7 @@
 //! Congestion control: Google Congestion Control (`rtpgccbwe` from gst-plugins-rs) as
 //! webrtcbin's aux sender, its estimate driving the video encoder's bitrate and, below
-//! thresholds, the picture's size and frame rate. Audio keeps its bitrate.
+//! thresholds and while the encoder's quantiser shows the picture squeezed, the picture's size
+//! and frame rate. Audio keeps its bitrate.
 //!
 //! rtpgccbwe sits in front of the RTP session, paces what it sends and reads the
 //! `RTPTWCCPackets` events the session derives from the receiver's transport-cc feedback
@@ -14,6 +15,7 @@ use glib::translate::ToGlibPtr;
 use gst::prelude::*;
 use tracing::{debug, info};
 
+use super::quantiser::EncoderQp;
 use super::webrtc::{EventSender, MediaEvent};
 use super::WebRtc;
 use crate::config::{AudioConfig, VideoConfig};
@@ -29,6 +31,14 @@ const MIN_CHANGE_PERCENT: u32 = 5;
 const STEP_DWELL: Duration = Duration::from_secs(2);
 /// Steps: full picture, half size, half size at half frame rate.
 const LEVELS: usize = 3;
+/// Average H.264 QP above which the picture is squeezed: a smaller one would look better at
+/// the same bitrate. Below it the picture keeps its size, however low the estimate (a simple
+/// scene needs few bits). libwebrtc's high threshold for H.264.
+const QP_SQUEEZED: f64 = 37.0;
+/// Average QP below which the encoder has bits to spare: the next bigger picture fits. Four
+/// times the pixels at the same bitrate raise the QP by about 12, so the gap to
+/// [`QP_SQUEEZED`] keeps a step up from being undone. libwebrtc's low threshold for H.264.
+const QP_SPARE: f64 = 24.0;
 
 /// Registers the gst-plugins-rs RTP plugin into this process, once: rtpgccbwe alone, through
 /// the patched crate in vendor/ (its other 35 elements cost 2.1 MiB of resident memory).
@@ -145,7 +155,9 @@ impl RateController {
         self.step_down_below >> level
     }
 
-    pub fn on_estimate(&mut self, estimate_bps: u32, now: Instant) -> Decision {
+    /// `qp` is the encoder's average quantiser ([`EncoderQp`]), `None` when unknown (not
+    /// H.264, no frame yet): the estimate alone decides then.
+    pub fn on_estimate(&mut self, estimate_bps: u32, qp: Option<f64>, now: Instant) -> Decision {
         let wanted = (estimate_bps.saturating_sub(self.audio_bps) as u64
             * VIDEO_SHARE_PERCENT as u64
             / 100
@@ -162,9 +174,11 @@ impl RateController {
         let settled = self.last_step.is_none_or(|t| now >= t + STEP_DWELL);
         if settled {
             let level = self.level;
-            if level + 1 < LEVELS && wanted < self.floor(level) {
+            let squeezed = qp.is_none_or(|qp| qp > QP_SQUEEZED);
+            let spare = qp.is_some_and(|qp| qp < QP_SPARE);
+            if level + 1 < LEVELS && wanted < self.floor(level) && squeezed {
                 self.level += 1;
-            } else if level > 0 && wanted > self.floor(level - 1) * 3 / 2 {
+            } else if level > 0 && (wanted > self.floor(level - 1) * 3 / 2 || spare) {
                 self.level -= 1;
             }
             if self.level != level {
@@ -181,6 +195,7 @@ impl RateController {
 pub struct RateControl {
     controller: RateController,
     encoder: Option<gst::Element>,
+    qp: Option<EncoderQp>,
     scaler: Option<(gst::Element, Picture)>,
     last_estimate: u32,
 }
@@ -213,9 +228,11 @@ impl RateControl {
             };
             Some((e, picture))
         });
+        let qp = encoder.as_ref().map(EncoderQp::watch);
         let control = RateControl {
             controller: RateController::new(video, audio_bps),
             encoder,
+            qp,
             scaler,
             last_estimate: 0,
         };
@@ -236,6 +253,11 @@ impl RateControl {
         }
     }
 
+    /// The encoder's average quantiser, when its output is H.264 and has begun.
+    pub fn quantiser(&self) -> Option<f64> {
+        self.qp.as_ref().and_then(EncoderQp::average)
+    }
+
     pub fn on_estimate(&mut self, estimate_bps: u32) {
         if estimate_bps != self.last_estimate {
             debug!(
@@ -245,14 +267,17 @@ impl RateControl {
             );
             self.last_estimate = estimate_bps;
         }
-        let decision = self.controller.on_estimate(estimate_bps, Instant::now());
+        let qp = self.quantiser();
+        let decision = self
+            .controller
+            .on_estimate(estimate_bps, qp, Instant::now());
         if let Some(kbps) = decision.video_kbps {
             debug!(video_kbps = kbps, "video encoder bitrate");
             self.set_encoder(kbps);
         }
         if let (Some(level), Some((filter, full))) = (decision.level, &self.scaler) {
             let caps = level_caps(full, level);
-            info!(level, %caps, "video picture level");
+            info!(level, qp = qp.map(|q| q.round()), %caps, "video picture level");
             filter.set_property("caps", &caps);
         }
     }
@@ -313,12 +338,12 @@ mod tests {
     fn bitrate_follows_the_estimate_within_bounds() {
         let mut c = controller();
         let t = Instant::now();
-        let d = c.on_estimate(564_000, t);
+        let d = c.on_estimate(564_000, None, t);
         assert_eq!(d.video_kbps, Some(450));
         // A change under 5 % is not applied.
-        assert_eq!(c.on_estimate(574_000, t).video_kbps, None);
-        assert_eq!(c.on_estimate(50_000_000, t).video_kbps, Some(2000));
-        assert_eq!(c.on_estimate(1_000, t).video_kbps, Some(100));
+        assert_eq!(c.on_estimate(574_000, None, t).video_kbps, None);
+        assert_eq!(c.on_estimate(50_000_000, None, t).video_kbps, Some(2000));
+        assert_eq!(c.on_estimate(1_000, None, t).video_kbps, Some(100));
     }
 
     #[test]
@@ -326,15 +351,17 @@ mod tests {
         let mut c = controller();
         let t = Instant::now();
         assert_eq!(
-            c.on_estimate(estimate_for(2000, 64_000), t).video_kbps,
+            c.on_estimate(estimate_for(2000, 64_000), None, t)
+                .video_kbps,
             Some(2000)
         );
         assert_eq!(
-            c.on_estimate(estimate_for(1000, 64_000), t).video_kbps,
+            c.on_estimate(estimate_for(1000, 64_000), None, t)
+                .video_kbps,
             Some(1000)
         );
         assert_eq!(
-            c.on_estimate(estimate_for(100, 64_000), t).video_kbps,
+            c.on_estimate(estimate_for(100, 64_000), None, t).video_kbps,
             Some(100)
         );
         assert_eq!(estimate_for(4_000_000, 64_000), u32::MAX);
@@ -344,22 +371,51 @@ mod tests {
     fn picture_steps_down_and_up_with_hysteresis() {
         let mut c = controller();
         let t0 = Instant::now();
-        assert_eq!(c.on_estimate(264_000, t0).level, Some(1)); // 180 kbit/s < 300
-                                                               // Too soon for another step, however low.
+        assert_eq!(c.on_estimate(264_000, None, t0).level, Some(1)); // 180 kbit/s < 300
+                                                                     // Too soon for another step, however low.
         assert_eq!(
-            c.on_estimate(100_000, t0 + Duration::from_secs(1)).level,
+            c.on_estimate(100_000, None, t0 + Duration::from_secs(1))
+                .level,
             None
         );
         let t1 = t0 + Duration::from_secs(3);
-        assert_eq!(c.on_estimate(150_000, t1).level, Some(2)); // 100 < 150
+        assert_eq!(c.on_estimate(150_000, None, t1).level, Some(2)); // 100 < 150
         let t2 = t1 + Duration::from_secs(3);
         // Back above level 1's floor but not by half again: stays.
-        assert_eq!(c.on_estimate(300_000, t2).level, None);
-        assert_eq!(c.on_estimate(400_000, t2).level, Some(1)); // 302 > 225
+        assert_eq!(c.on_estimate(300_000, None, t2).level, None);
+        assert_eq!(c.on_estimate(400_000, None, t2).level, Some(1)); // 302 > 225
         let t3 = t2 + Duration::from_secs(3);
-        assert_eq!(c.on_estimate(500_000, t3).level, None); // 392 < 450
-        assert_eq!(c.on_estimate(700_000, t3).level, Some(0)); // 572 > 450
+        assert_eq!(c.on_estimate(500_000, None, t3).level, None); // 392 < 450
+        assert_eq!(c.on_estimate(700_000, None, t3).level, Some(0)); // 572 > 450
         assert_eq!(c.level(), 0);
+    }
+
+    #[test]
+    fn the_quantiser_decides_whether_a_low_estimate_shrinks_the_picture() {
+        let mut c = controller();
+        let t0 = Instant::now();
+        let step = |n: u64| t0 + Duration::from_secs(3 * n);
+        // A simple scene at QP 12: the estimate of 180 kbit/s is under level 0's floor of 300,
+        // but the picture needs no more, so it keeps its size.
+        assert_eq!(c.on_estimate(264_000, Some(12.0), step(0)).level, None);
+        // QP 30 is neither squeezed nor spare: it stays too.
+        assert_eq!(c.on_estimate(264_000, Some(30.0), step(1)).level, None);
+        // Squeezed: it steps down, and further while squeezed.
+        assert_eq!(c.on_estimate(264_000, Some(45.0), step(2)).level, Some(1));
+        assert_eq!(c.on_estimate(150_000, Some(45.0), step(3)).level, Some(2));
+        // The scene turns simple: bits to spare, so the picture grows back one step per
+        // dwell though the estimate stays low (no estimate can grow past what is sent).
+        assert_eq!(c.on_estimate(150_000, Some(14.0), step(4)).level, Some(1));
+        assert_eq!(
+            c.on_estimate(150_000, Some(14.0), step(4) + Duration::from_secs(1))
+                .level,
+            None
+        );
+        assert_eq!(c.on_estimate(150_000, Some(20.0), step(5)).level, Some(0));
+        // In between, the estimate decides the step up alone, as without a quantiser.
+        assert_eq!(c.on_estimate(264_000, Some(45.0), step(6)).level, Some(1));
+        assert_eq!(c.on_estimate(400_000, Some(30.0), step(7)).level, None);
+        assert_eq!(c.on_estimate(700_000, Some(30.0), step(8)).level, Some(0));
     }
 
     #[test]

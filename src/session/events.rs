@@ -103,6 +103,10 @@ impl Session<'_> {
                     rate.on_estimate(bps);
                     Counters::set(&counters.video_bitrate_kbps, rate.video_kbps().into());
                     Counters::set(&counters.video_picture_level, rate.level() as u64);
+                    Counters::raise(&counters.video_picture_level_max, rate.level() as u64);
+                    if let Some(qp) = rate.quantiser() {
+                        Counters::set(&counters.video_quantiser, qp.round() as u64);
+                    }
                 }
             }
             MediaEvent::EstimatorMissing(e) => {
