@@ -12,11 +12,13 @@
 use std::sync::{Arc, Mutex};
 
 use gst::prelude::*;
+use h264_reader::annexb::AnnexBReader;
 use h264_reader::avcc::AvcDecoderConfigurationRecord;
 use h264_reader::nal::pps::PicParameterSet;
 use h264_reader::nal::slice::SliceHeader;
 use h264_reader::nal::sps::SeqParameterSet;
 use h264_reader::nal::{Nal, RefNal, UnitType};
+use h264_reader::push::NalInterest;
 use h264_reader::Context;
 use tracing::debug;
 
@@ -34,7 +36,7 @@ enum Framing {
 }
 
 /// Reads the QP of each frame of one H.264 stream.
-pub struct QpReader {
+struct QpReader {
     framing: Framing,
     params: Context,
 }
@@ -42,7 +44,7 @@ pub struct QpReader {
 impl QpReader {
     /// A reader for a stream of these caps, or `None` when they are not H.264 (or carry an
     /// `avcC` record that does not parse).
-    pub fn for_caps(caps: &gst::CapsRef) -> Option<QpReader> {
+    fn for_caps(caps: &gst::CapsRef) -> Option<QpReader> {
         let s = caps.structure(0)?;
         if s.name() != "video/x-h264" {
             return None;
@@ -66,7 +68,7 @@ impl QpReader {
 
     /// The QP of the frame in `data` (one access unit), from its first slice; parameter sets
     /// in it are kept for the frames after.
-    pub fn frame_qp(&mut self, data: &[u8]) -> Option<i32> {
+    fn frame_qp(&mut self, data: &[u8]) -> Option<i32> {
         let mut qp = None;
         match self.framing {
             Framing::Avc { length_size } => {
@@ -84,11 +86,20 @@ impl QpReader {
             }
             Framing::AnnexB => {
                 let params = &mut self.params;
-                let mut reader = h264_reader::annexb::AnnexBReader::accumulate(|nal: RefNal| {
-                    if nal.is_complete() && qp.is_none() {
-                        qp = on_ref_nal(params, &nal);
+                let mut reader = AnnexBReader::accumulate(|nal: RefNal| {
+                    if qp.is_some() {
+                        return NalInterest::Ignore;
                     }
-                    h264_reader::push::NalInterest::Buffer
+                    // A slice's header is at its start: read it from the first bytes rather
+                    // than have the reader copy the whole slice. Parameter sets are read whole.
+                    let slice = nal.header().is_ok_and(|h| is_slice(h.nal_unit_type()));
+                    if nal.is_complete() || slice {
+                        qp = on_ref_nal(params, &nal);
+                        if qp.is_some() || nal.is_complete() {
+                            return NalInterest::Ignore;
+                        }
+                    }
+                    NalInterest::Buffer
                 });
                 reader.push(data);
                 reader.reset();
@@ -121,14 +132,20 @@ fn on_ref_nal(params: &mut Context, nal: &RefNal) -> Option<i32> {
             }
             None
         }
-        UnitType::SliceLayerWithoutPartitioningIdr
-        | UnitType::SliceLayerWithoutPartitioningNonIdr => {
+        unit if is_slice(unit) => {
             let (slice, _, pps) =
                 SliceHeader::from_bits(params, &mut nal.rbsp_bits(), header, None).ok()?;
             Some(26 + pps.pic_init_qp_minus26 + slice.slice_qp_delta)
         }
         _ => None,
     }
+}
+
+fn is_slice(unit: UnitType) -> bool {
+    matches!(
+        unit,
+        UnitType::SliceLayerWithoutPartitioningIdr | UnitType::SliceLayerWithoutPartitioningNonIdr
+    )
 }
 
 /// The average QP of the frames out of the encoder, shared between the encoder's streaming
