@@ -8,6 +8,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
+use airsync_streamer::config::StreamArgs;
 use airsync_streamer::metrics::Counters;
 use airsync_streamer::server::answerer::ReceivedMedia;
 use tokio::time::Instant;
@@ -19,6 +20,9 @@ const LIMIT_BPS: u64 = 500_000;
 /// The test pipeline's Opus payload type: "sent video" is everything else (video, its
 /// retransmissions, RTCP).
 const OPUS_PT: u8 = 111;
+/// The test description's video source.
+const TEST_SOURCE_LIVE: &str = "videotestsrc is-live=true";
+const TEST_SOURCE: &str = "videotestsrc is-live=true pattern=ball";
 
 struct Streaming {
     relay: Arc<Relay>,
@@ -32,17 +36,39 @@ impl Streaming {
     /// Streams the test description with its video pattern set to `pattern` through a relay
     /// with `impairment`.
     async fn start(impairment: Impairment, pattern: &str) -> Streaming {
+        Self::start_with(
+            impairment,
+            TEST_SOURCE,
+            &format!("{TEST_SOURCE_LIVE} pattern={pattern}"),
+            |_| {},
+        )
+        .await
+    }
+
+    /// Streams the test description with its video source `from` replaced by `to`, with the
+    /// box's arguments adjusted by `tweak`.
+    async fn start_with(
+        impairment: Impairment,
+        from: &str,
+        to: &str,
+        tweak: impl FnOnce(&mut StreamArgs),
+    ) -> Streaming {
         init_tracing();
         let relay = Arc::new(Relay::start(impairment).await);
         let mut server = start_server_via(loopback_ice(), Some(relay.clone())).await;
         let dir = tempfile::tempdir().unwrap();
-        let description = std::fs::read_to_string(repo_path("pipelines/test.pipeline"))
-            .unwrap()
-            .replace("pattern=ball", &format!("pattern={pattern}"));
-        assert!(description.contains(&format!("pattern={pattern}")));
+        let description = std::fs::read_to_string(repo_path("pipelines/test.pipeline")).unwrap();
+        assert!(
+            description.contains(from),
+            "the test description has no `{from}`"
+        );
+        let description = description.replace(from, to);
         let pipeline = dir.path().join("test.pipeline");
         std::fs::write(&pipeline, description).unwrap();
-        let cfg = box_config_with(&server.url(), |a| a.pipeline = Some(pipeline.clone()));
+        let cfg = box_config_with(&server.url(), |a| {
+            a.pipeline = Some(pipeline.clone());
+            tweak(a);
+        });
         let streamer = RunningBox::start(cfg);
         let received = server.next_session().await;
         // The first key frames may not fit the bottleneck's queue until the estimate comes
@@ -304,6 +330,82 @@ async fn a_simple_scene_keeps_its_size_under_a_bottleneck() {
     assert_eq!(
         highest_level, 0,
         "the picture shrank though the scene needs a fraction of the link"
+    );
+    assert!(freeze <= Duration::from_secs(1), "froze for {freeze:?}");
+}
+
+/// A camera whose scene turns simple (noise, then a still room with a moving ball) while the
+/// link stays narrow: the noise squeezes the encoder and the picture steps down; once the
+/// scene needs few bits the encoder's quantiser falls and the picture must return to full
+/// size. The video bitrate is capped under what steps the picture up on the estimate's rule
+/// (1.5 times the step-down threshold): only the quantiser's rule can bring it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scene_turning_simple_returns_to_full_size_under_a_bottleneck() {
+    const NOISE_FRAMES: u32 = 240;
+    const MAX_KBPS: u32 = 400;
+    let floor = airsync_streamer::config::VideoConfig::default().step_down_below;
+    assert!(
+        MAX_KBPS * 2 < floor * 3 && MAX_KBPS > floor,
+        "the cap must step the picture down under the bottleneck but never up on its own"
+    );
+    const CAPS: &str = "video/x-raw,format=I420,width=640,height=480,framerate=30/1";
+    // The noise lies over the ball until it ends; the compositor then shows the ball alone.
+    let source = format!(
+        "{TEST_SOURCE} ! {CAPS} ! mix.sink_0\n\
+         {TEST_SOURCE_LIVE} pattern=snow num-buffers={NOISE_FRAMES} ! {CAPS} ! mix.sink_1\n\
+         compositor name=mix sink_0::zorder=0 sink_1::zorder=1"
+    );
+    let s = Streaming::start_with(
+        Impairment::bottleneck(LIMIT_BPS, Duration::from_millis(200)),
+        TEST_SOURCE,
+        &source,
+        |a| a.video_max_bitrate = Some(MAX_KBPS),
+    )
+    .await;
+    let t0 = Instant::now();
+    let c = &s.streamer.status.counters;
+    // The noise runs for NOISE_FRAMES from the pipeline's start, which is before the first
+    // decoded frame (t0): the step down comes within that time, and the step up after it.
+    let noise = Duration::from_secs((NOISE_FRAMES / 30).into());
+    let stepped_down = wait_for(noise, || Counters::get(&c.video_picture_level) > 0).await;
+    let stepped_down_at = t0.elapsed();
+    println!(
+        "scene turning simple, bottleneck {} kbit/s, 200 ms queue:",
+        LIMIT_BPS / 1000
+    );
+    s.print_estimate();
+    assert!(
+        stepped_down,
+        "the noise behind the bottleneck never stepped the picture down"
+    );
+    let back = wait_for(noise + Duration::from_secs(20), || {
+        Counters::get(&c.video_picture_level) == 0
+    })
+    .await;
+    let back_at = t0.elapsed();
+    println!(
+        "  from the first decoded frame: picture stepped down by {stepped_down_at:?}, back to full size at {back_at:?}"
+    );
+    s.print_estimate();
+    // The receiver decodes the full-size picture, and keeps decoding.
+    let frames = s.received.video_frames();
+    let (freeze, _) = s.watch(Duration::from_secs(3)).await;
+    let size = s.received.video_size();
+    let decoded = s.received.video_frames() - frames;
+    let per_second = rates(&s.relay, t0, Instant::now());
+    println!("  sent video kbit/s per second: {per_second:?}");
+    println!("  then: {decoded} frames decoded in 3 s at {size:?}, longest freeze {freeze:?}");
+    let estimate_kbps = Counters::get(&c.bandwidth_estimate_bps) / 1000;
+    s.stop().await;
+    assert!(
+        back,
+        "the picture stayed small after the scene turned simple (estimate {estimate_kbps} kbit/s)"
+    );
+    assert!(decoded > 0, "no frame decoded after the step up");
+    assert_eq!(
+        size,
+        Some((640, 480)),
+        "the receiver does not decode the full size"
     );
     assert!(freeze <= Duration::from_secs(1), "froze for {freeze:?}");
 }
