@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Performance figures, measured side by side in one run (README "Performance").
 # Prints figures with their targets; asserts nothing. Usage: scripts/bench.sh [seconds]
+# (BENCH_ROUNDS, BENCH_WARMUP, BENCH_ALSO: see where each is read).
 #   1. CPU-seconds and peak RSS: the box streaming 1280x720@30 test video + Opus to a receiving
 #      peer in another process, against the bare encode pipeline (same encoders into fakesink).
 #   2. Time from the offer, and from the answer, to the first decoded frame (5 sessions).
@@ -127,10 +128,24 @@ echo "== 1. CPU and memory, ${SECONDS_RUN} s of 1280x720@30 + Opus after ${WARMU
 # alternate so both see the same background, and the median ratio is the figure.
 : > "$WORK/rounds"
 : > "$WORK/roles"
+# BENCH_ALSO="bin ..." measures other builds of the box too (an older commit, another link),
+# each round after the bare pipeline in turn with this one, the order rotating from round to
+# round; their ratios follow this build's.
+read -r -a ALSO <<< "${BENCH_ALSO:-}"
+: > "$WORK/also"
 for round in $(seq "$ROUNDS"); do
   read -r BARE_CPU BARE_TOTAL BARE_RSS < <(measure gst-launch-1.0 -q $BARE)
-  read -r BOX_CPU BOX_TOTAL BOX_RSS < <(measure "$BIN" "${BOX_ARGS[@]}")
-  by_role >> "$WORK/roles"
+  BOXES=("$BIN" "${ALSO[@]}")
+  for k in $(seq 0 $((${#BOXES[@]} - 1))); do
+    box=${BOXES[$(((k + round) % ${#BOXES[@]}))]}
+    if [ "$box" = "$BIN" ]; then
+      read -r BOX_CPU BOX_TOTAL BOX_RSS < <(measure "$BIN" "${BOX_ARGS[@]}")
+      by_role >> "$WORK/roles"
+    else
+      read -r X_CPU _ X_RSS < <(measure "$box" "${BOX_ARGS[@]}")
+      echo "$box $X_CPU $X_RSS $BARE_CPU" >> "$WORK/also"
+    fi
+  done
   echo "$BARE_CPU $BARE_RSS $BOX_CPU $BOX_RSS $BARE_TOTAL $BOX_TOTAL" >> "$WORK/rounds"
   awk -v r="$round" -v bc="$BARE_CPU" -v br="$BARE_RSS" -v xc="$BOX_CPU" -v xr="$BOX_RSS" -v bt="$BARE_TOTAL" -v xt="$BOX_TOTAL" 'BEGIN {
     printf "  round %d: bare %.2f s CPU (%.2f s with start-up), peak RSS %.1f MiB; box %.2f s CPU (%.2f s), peak RSS %.1f MiB; ratio %.2fx (%.2fx)\n", r, bc, bt, br/1024, xc, xt, xr/1024, xc/bc, xt/bt }'
@@ -141,6 +156,11 @@ median_ratio() { # numerator column, denominator column
 }
 echo "  CPU ratio, steady state: median $(median_ratio 3 1) over $ROUNDS rounds (target <= 1.10x)"
 echo "  CPU ratio, start-up included: median $(median_ratio 6 5)"
+for box in "${ALSO[@]}"; do
+  awk -v b="$box" '$1 == b { printf "%.4f %.1f\n", $2 / $4, $3 / 1024 }' "$WORK/also" | sort -n | awk -v b="$box" '
+    { r[NR] = $1; if ($2 > peak) peak = $2 }
+    END { printf "  also %s: CPU ratio median %.2fx [%.2f-%.2f], peak RSS %.1f MiB\n", b, r[int((NR + 1) / 2)], r[1], r[NR], peak }'
+done
 # Where the box's CPU goes, next to the bare pipeline's (medians over the rounds):
 # "streaming" is the description's own threads (sources, encoders, and in the box also the
 # payloaders, webrtcbin's input elements and rtpbin up to the pacer); "pacing" is rtpgccbwe's
