@@ -341,7 +341,9 @@ async fn a_simple_scene_keeps_its_size_under_a_bottleneck() {
 /// (1.5 times the step-down threshold): only the quantiser's rule can bring it back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scene_turning_simple_returns_to_full_size_under_a_bottleneck() {
-    const NOISE_FRAMES: u32 = 240;
+    // 15 s: the noise starts with the pipeline, and on a loaded machine the first picture
+    // through the bottleneck can take seconds; the step down needs estimates while it lasts.
+    const NOISE_FRAMES: u32 = 450;
     const MAX_KBPS: u32 = 400;
     let floor = airsync_streamer::config::VideoConfig::default().step_down_below;
     assert!(
