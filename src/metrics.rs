@@ -44,6 +44,9 @@ pub struct Counters {
     /// The most delta frames the encoder put out between a request and its key frame (0 or
     /// 1 when every request was answered by the first frame the encoder began after it).
     pub key_frame_answer_frames_max: AtomicU64,
+    /// Retransmission requests refused because resending would have gone over the send
+    /// estimate (see `media/retransmission.rs`).
+    pub retransmissions_refused: AtomicU64,
 }
 
 impl Counters {

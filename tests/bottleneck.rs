@@ -8,7 +8,8 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use airsync_streamer::config::StreamArgs;
+use airsync_streamer::config::{StreamArgs, VideoConfig};
+use airsync_streamer::media::{congestion, retransmission};
 use airsync_streamer::metrics::Counters;
 use airsync_streamer::server::answerer::ReceivedMedia;
 use tokio::time::Instant;
@@ -20,6 +21,10 @@ const LIMIT_BPS: u64 = 500_000;
 /// The test pipeline's Opus payload type: "sent video" is everything else (video, its
 /// retransmissions, RTCP).
 const OPUS_PT: u8 = 111;
+/// The test pipeline's H.264 payload type: RTP of any other type than these two is RTX.
+const VIDEO_PT: u8 = 106;
+/// The test pipeline's Opus bitrate, bit/s.
+const TEST_AUDIO_BPS: u32 = 64_000;
 /// The test description's video source.
 const TEST_SOURCE_LIVE: &str = "videotestsrc is-live=true";
 const TEST_SOURCE: &str = "videotestsrc is-live=true pattern=ball";
@@ -116,13 +121,14 @@ impl Streaming {
     fn print_estimate(&self) {
         let c = &self.streamer.status.counters;
         println!(
-            "  estimates received {}, last estimate {} kbit/s, video encoder {} kbit/s, quantiser {}, picture level {} (highest {})",
+            "  estimates received {}, last estimate {} kbit/s, video encoder {} kbit/s, quantiser {}, picture level {} (highest {}), retransmission requests refused {}",
             Counters::get(&c.bandwidth_estimates),
             Counters::get(&c.bandwidth_estimate_bps) / 1000,
             Counters::get(&c.video_bitrate_kbps),
             Counters::get(&c.video_quantiser),
             Counters::get(&c.video_picture_level),
-            Counters::get(&c.video_picture_level_max)
+            Counters::get(&c.video_picture_level_max),
+            Counters::get(&c.retransmissions_refused)
         );
     }
 
@@ -410,4 +416,78 @@ async fn a_scene_turning_simple_returns_to_full_size_under_a_bottleneck() {
         "the receiver does not decode the full size"
     );
     assert!(freeze <= Duration::from_secs(1), "froze for {freeze:?}");
+}
+
+/// The box starts above what the link carries, so the link drops hundreds of packets and the
+/// receiver NACKs them all: the retransmissions must stay within the send estimate over each
+/// window (the estimate only falls from its start value here), where answering every request
+/// sent several times the video itself and kept the link overflowing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retransmissions_stay_within_the_estimate_when_the_start_overflows_the_link() {
+    let began = Instant::now();
+    let s = Streaming::start(
+        Impairment::bottleneck(LIMIT_BPS, Duration::from_millis(200)),
+        "snow",
+    )
+    .await;
+    let t0 = Instant::now();
+    let frames = s.received.video_frames();
+    let (freeze, _) = s.watch(Duration::from_secs(5)).await;
+    let decoded = s.received.video_frames() - frames;
+    let stats = s.relay.stats();
+    let refused = Counters::get(&s.streamer.status.counters.retransmissions_refused);
+    s.stop().await;
+
+    let is_rtx = |pt: Option<u8>| pt.is_some_and(|pt| pt != VIDEO_PT && pt != OPUS_PT);
+    let rtx: Vec<(Instant, u64)> = stats
+        .arrivals
+        .iter()
+        .filter(|(_, _, pt)| is_rtx(*pt))
+        .map(|(t, n, _)| (*t, u64::from(*n) * 8))
+        .collect();
+    let video_bits: u64 = stats
+        .arrivals
+        .iter()
+        .filter(|(_, _, pt)| *pt == Some(VIDEO_PT))
+        .map(|(_, n, _)| u64::from(*n) * 8)
+        .sum();
+    // The most retransmitted in any window, sliding over every arrival.
+    let (mut peak, mut sum, mut first) = (0u64, 0u64, 0usize);
+    for (t, bits) in &rtx {
+        sum += bits;
+        while *t - rtx[first].0 >= retransmission::WINDOW {
+            sum -= rtx[first].1;
+            first += 1;
+        }
+        peak = peak.max(sum);
+    }
+    let start_bps = congestion::estimate_for(VideoConfig::default().start_bitrate, TEST_AUDIO_BPS);
+    let window_allowance = u64::from(start_bps) * retransmission::WINDOW.as_millis() as u64 / 1000;
+    // On the wire each packet also carries SRTP's tag and the transport-wide sequence number,
+    // and the pacer may hold a window's retransmissions back into the next one's first 30 ms:
+    // a quarter more, and a few packets, cover both.
+    let bound = window_allowance * 5 / 4 + 4 * 1500 * 8;
+    println!("start above a 500 kbit/s bottleneck, 200 ms queue:");
+    println!(
+        "  first decoded frame after {:?}; from the start to 5 s after it: retransmitted {} kbit beside {} kbit of video, refused {refused} requests, dropped at the queue {}",
+        t0 - began,
+        rtx.iter().map(|(_, b)| b).sum::<u64>() / 1000,
+        video_bits / 1000,
+        stats.dropped_queue
+    );
+    println!(
+        "  most retransmitted in {:?}: {} kbit (the start estimate allows {} kbit); {decoded} frames decoded in the 5 s after the first, longest freeze {freeze:?}",
+        retransmission::WINDOW,
+        peak / 1000,
+        window_allowance / 1000
+    );
+    assert!(refused > 0, "no retransmission request refused: the start overflowed the link, so the receiver asked for more than the estimate allows");
+    assert!(
+        peak <= bound,
+        "retransmitted {} kbit within {:?}, over the {} kbit the estimate allows",
+        peak / 1000,
+        retransmission::WINDOW,
+        window_allowance / 1000
+    );
+    assert!(decoded > 0, "no frame decoded in the 5 s after the first");
 }

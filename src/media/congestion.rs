@@ -9,6 +9,8 @@
 //! `estimated-bitrate` notifications arrive on an RTCP thread: the handler only sends
 //! [`MediaEvent::EstimatedBitrate`]; the session task calls [`RateControl::on_estimate`].
 
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use glib::translate::ToGlibPtr;
@@ -46,14 +48,38 @@ pub fn register() -> Result<(), glib::BoolError> {
     gstrsrtp::plugin_register_static()
 }
 
-/// Makes webrtcbin use rtpgccbwe as its aux sender. Must be called while webrtcbin is still
-/// NULL: webrtcbin asks for aux senders when it builds its transports.
-pub fn attach_estimator(webrtc: &WebRtc, video: &VideoConfig, audio_bps: u32, tx: &EventSender) {
+/// rtpgccbwe's latest estimate of what the link carries (bit/s, everything sent), for the
+/// parts of the box that read it from streaming threads. Unknown (`None`) until an estimator
+/// is made.
+#[derive(Debug, Clone, Default)]
+pub struct SendEstimate(Arc<AtomicU32>);
+
+impl SendEstimate {
+    pub fn set(&self, bps: u32) {
+        self.0.store(bps, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> Option<u32> {
+        Some(self.0.load(Ordering::Relaxed)).filter(|bps| *bps > 0)
+    }
+}
+
+/// Makes webrtcbin use rtpgccbwe as its aux sender, its estimate kept in `estimate` too. Must
+/// be called while webrtcbin is still NULL: webrtcbin asks for aux senders when it builds its
+/// transports.
+pub fn attach_estimator(
+    webrtc: &WebRtc,
+    video: &VideoConfig,
+    audio_bps: u32,
+    estimate: &SendEstimate,
+    tx: &EventSender,
+) {
     // Bounds on the whole send rate that put the encoder itself at the configured bounds.
     let min_bps = estimate_for(video.min_bitrate, audio_bps);
     let start_bps = estimate_for(video.start_bitrate, audio_bps);
     let max_bps = estimate_for(video.max_bitrate, audio_bps);
     let tx = tx.clone();
+    let estimate = estimate.clone();
     webrtc
         .element()
         .connect("request-aux-sender", false, move |_args| {
@@ -69,11 +95,12 @@ pub fn attach_estimator(webrtc: &WebRtc, video: &VideoConfig, audio_bps: u32, tx
                     return None;
                 }
             };
-            let t = tx.clone();
+            estimate.set(start_bps);
+            let (t, e) = (tx.clone(), estimate.clone());
             bwe.connect_notify(Some("estimated-bitrate"), move |bwe, _| {
-                let _ = t.send(MediaEvent::EstimatedBitrate(
-                    bwe.property::<u32>("estimated-bitrate"),
-                ));
+                let bps = bwe.property::<u32>("estimated-bitrate");
+                e.set(bps);
+                let _ = t.send(MediaEvent::EstimatedBitrate(bps));
             });
             // The signal's return is `transfer floating`: webrtcbin adds the element to its
             // bin and keeps no reference of its own. gstreamer-rs hands out non-floating
@@ -92,7 +119,7 @@ pub fn attach_estimator(webrtc: &WebRtc, video: &VideoConfig, audio_bps: u32, tx
 /// The estimate (bit/s, everything sent) at which [`RateController`] asks the encoder for
 /// `video_kbps`: the inverse of its share. Without it the estimator's maximum would cap the
 /// encoder at 90 % of the configured maximum.
-fn estimate_for(video_kbps: u32, audio_bps: u32) -> u32 {
+pub fn estimate_for(video_kbps: u32, audio_bps: u32) -> u32 {
     let video_bps = u64::from(video_kbps) * 1000 * 100;
     let share = u64::from(VIDEO_SHARE_PERCENT);
     let bps = video_bps.div_ceil(share) + u64::from(audio_bps);

@@ -11,6 +11,7 @@ pub mod pipeline;
 pub mod quantiser;
 pub mod recovery;
 pub mod reports;
+pub mod retransmission;
 pub mod sdp;
 pub mod webrtc;
 

@@ -2,9 +2,9 @@
 //! here its `packet-loss-percentage` follows the loss the receiver's RTCP reports show about
 //! the audio stream, read from each RTCP packet webrtcbin's RTP session receives.
 //!
-//! On the video side NACK/RTX is `do-nack` on the video transceiver, with the retransmission
-//! history bounded in time here, and a PLI/FIR from the receiver reaches the encoder as an
-//! upstream force-key-unit event, which is timed here.
+//! On the video side NACK/RTX is `do-nack` on the video transceiver (its sender is set up in
+//! `retransmission.rs`), and a PLI/FIR from the receiver reaches the encoder as an upstream
+//! force-key-unit event, which is timed here.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -14,32 +14,6 @@ use tracing::debug;
 
 use super::webrtc::{EventSender, MediaEvent};
 use crate::config::{AudioConfig, VideoConfig};
-
-/// How long sent video packets stay available for retransmission, ms. webrtcbin 1.22 keeps
-/// the last 500 (rtprtxsend `max-size-packets`): 3 s of video at 1.5 Mbit/s, 10 s at
-/// 500 kbit/s. A packet resent a second after it was first sent comes after the receiver's
-/// jitter buffer gave up on it (libwebrtc's sender keeps about as much: 1 s, or 3 RTT when
-/// that is longer), so older ones only hold memory: 0.6 MiB of the box's RSS at 1.5 Mbit/s.
-pub const RTX_HISTORY_MS: u32 = 1000;
-
-/// Bounds every retransmission sender webrtcbin builds in `pipeline` to [`RTX_HISTORY_MS`]
-/// (the 500-packet bound stays). Must be called before negotiating: webrtcbin builds them,
-/// inside a bin for its aux senders, when it connects a sending stream to its RTP session
-/// (once the answer is applied and the stream has caps).
-pub fn bound_retransmission_history(pipeline: &gst::Pipeline) {
-    pipeline.connect_deep_element_added(|_, _, element| {
-        let is_rtx_sender =
-            |e: &gst::Element| e.factory().is_some_and(|f| f.name() == "rtprtxsend");
-        let added: Vec<gst::Element> = match element.downcast_ref::<gst::Bin>() {
-            Some(bin) => bin.iterate_recurse().into_iter().flatten().collect(),
-            None => vec![element.clone()],
-        };
-        for rtx in added.iter().filter(|e| is_rtx_sender(e)) {
-            rtx.set_property("max-size-time", RTX_HISTORY_MS);
-            debug!(element = %rtx.name(), ms = RTX_HISTORY_MS, "retransmission history bounded");
-        }
-    });
-}
 
 /// Asks the video encoder for a key frame at once, as a PLI would. Called when the peer
 /// connection comes up: the encoder has been running since PLAYING, and without this the
@@ -290,75 +264,6 @@ impl AudioLoss {
 mod tests {
     use super::*;
     use std::time::Duration;
-
-    fn description(
-        webrtc: &gst::Element,
-        signal: &str,
-        field: &str,
-    ) -> gst_webrtc::WebRTCSessionDescription {
-        let promise = gst::Promise::new();
-        webrtc.emit_by_name::<()>(signal, &[&None::<gst::Structure>, &promise]);
-        assert_eq!(promise.wait(), gst::PromiseResult::Replied, "{signal}");
-        promise.get_reply().unwrap().get(field).unwrap()
-    }
-
-    fn apply(webrtc: &gst::Element, signal: &str, sdp: &gst_webrtc::WebRTCSessionDescription) {
-        let promise = gst::Promise::new();
-        webrtc.emit_by_name::<()>(signal, &[sdp, &promise]);
-        assert_eq!(promise.wait(), gst::PromiseResult::Replied, "{signal}");
-    }
-
-    #[test]
-    fn retransmission_history_is_bounded_in_time() {
-        crate::media::init().unwrap();
-        let pipeline = gst::parse::launch(
-            "videotestsrc is-live=true ! x264enc ! rtph264pay ! \
-             application/x-rtp,media=video,encoding-name=H264,payload=96 ! webrtcbin name=w",
-        )
-        .unwrap()
-        .downcast::<gst::Pipeline>()
-        .unwrap();
-        bound_retransmission_history(&pipeline);
-        let webrtc = pipeline.by_name("w").unwrap();
-        let sink = webrtc.static_pad("sink_0").unwrap();
-        let transceiver: gst_webrtc::WebRTCRTPTransceiver = sink.property("transceiver");
-        transceiver.set_property("do-nack", true);
-        pipeline.set_state(gst::State::Playing).unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while sink.current_caps().is_none() && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-
-        // webrtcbin builds the RTP session's aux senders once the answer is applied; a second
-        // webrtcbin answers.
-        let answerer = gst::ElementFactory::make("webrtcbin").build().unwrap();
-        // With do-nack the answer accepts the offer's RTX.
-        answerer.connect("on-new-transceiver", false, |args| {
-            args[1]
-                .get::<glib::Object>()
-                .unwrap()
-                .set_property("do-nack", true);
-            None
-        });
-        answerer.set_state(gst::State::Ready).unwrap();
-        let offer = description(&webrtc, "create-offer", "offer");
-        apply(&webrtc, "set-local-description", &offer);
-        apply(&answerer, "set-remote-description", &offer);
-        let answer = description(&answerer, "create-answer", "answer");
-        apply(&webrtc, "set-remote-description", &answer);
-        answerer.set_state(gst::State::Null).unwrap();
-
-        let rtx: Vec<gst::Element> = pipeline
-            .iterate_recurse()
-            .into_iter()
-            .flatten()
-            .filter(|e| e.factory().is_some_and(|f| f.name() == "rtprtxsend"))
-            .collect();
-        pipeline.set_state(gst::State::Null).unwrap();
-        assert_eq!(rtx.len(), 1, "webrtcbin built one retransmission sender");
-        assert_eq!(rtx[0].property::<u32>("max-size-time"), RTX_HISTORY_MS);
-        assert_eq!(rtx[0].property::<u32>("max-size-packets"), 500);
-    }
 
     #[test]
     fn report_blocks_of_a_compound_packet() {

@@ -125,6 +125,9 @@ impl Session<'_> {
                     answer.frames_before.into(),
                 );
             }
+            MediaEvent::RetransmissionRefused => {
+                Counters::bump(&self.status.counters.retransmissions_refused);
+            }
         }
         Ok(())
     }

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use crate::config::Config;
-use crate::media::congestion::{self, RateControl};
+use crate::media::congestion::{self, RateControl, SendEstimate};
 use crate::media::liveness::PeerActivity;
 use crate::media::recovery::{self, AudioLoss};
 use crate::media::{self, MediaError, MediaEvent, PipelineGuard, WebRtc};
@@ -159,7 +159,8 @@ pub fn build_media(
     let pipeline = media::pipeline::load(path)?;
     let guard = PipelineGuard::new(pipeline);
     media::devices::check(guard.pipeline())?;
-    recovery::bound_retransmission_history(guard.pipeline());
+    let estimate = SendEstimate::default();
+    media::retransmission::configure(guard.pipeline(), &estimate, tx);
     let bin = media::pipeline::find_webrtcbin(guard.pipeline(), &cfg.pipeline.webrtcbin, path)?;
     let webrtc = WebRtc::new(bin);
     webrtc.configure_ice(&cfg.ice)?;
@@ -167,7 +168,7 @@ pub fn build_media(
     webrtc.connect_signals(tx);
     if cfg.video.congestion_control {
         let audio_bps = congestion::audio_bitrate(guard.pipeline(), &cfg.audio);
-        congestion::attach_estimator(&webrtc, &cfg.video, audio_bps, tx);
+        congestion::attach_estimator(&webrtc, &cfg.video, audio_bps, &estimate, tx);
     }
     // webrtcbin refuses data channels while NULL ("closed"), and they must exist before PLAYING.
     if let Err(e) = guard.pipeline().set_state(gst::State::Ready) {
