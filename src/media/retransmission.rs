@@ -119,6 +119,9 @@ impl RetransmissionBudget {
 /// to its RTP session (once the answer is applied and the stream has caps).
 pub fn configure(pipeline: &gst::Pipeline, estimate: &SendEstimate, tx: &EventSender) {
     let (estimate, tx) = (estimate.clone(), tx.clone());
+    // webrtcbin adds the sender to its bin and the bin to the pipeline, and the signal can
+    // come for both: each sender is set up once, or its requests would be counted twice.
+    let done: Mutex<Vec<glib::WeakRef<gst::Element>>> = Default::default();
     pipeline.connect_deep_element_added(move |_, _, element| {
         let is_rtx_sender =
             |e: &gst::Element| e.factory().is_some_and(|f| f.name() == "rtprtxsend");
@@ -127,6 +130,14 @@ pub fn configure(pipeline: &gst::Pipeline, estimate: &SendEstimate, tx: &EventSe
             None => vec![element.clone()],
         };
         for rtx in added.iter().filter(|e| is_rtx_sender(e)) {
+            {
+                let mut done = done.lock().unwrap_or_else(|e| e.into_inner());
+                if done.iter().any(|w| w.upgrade().as_ref() == Some(rtx)) {
+                    continue;
+                }
+                done.retain(|w| w.upgrade().is_some());
+                done.push(rtx.downgrade());
+            }
             rtx.set_property("max-size-time", RTX_HISTORY_MS);
             debug!(element = %rtx.name(), ms = RTX_HISTORY_MS, "retransmission history bounded");
             bound_by_estimate(rtx, estimate.clone(), tx.clone());
