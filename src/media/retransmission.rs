@@ -216,6 +216,16 @@ mod tests {
         t0 + Duration::from_millis(ms)
     }
 
+    /// A budget that saw `packets` packets of `bytes` each sent at `t0` on SSRC 7, sequence
+    /// numbers from 0.
+    fn budget_after(t0: Instant, packets: u16, bytes: usize) -> RetransmissionBudget {
+        let mut budget = RetransmissionBudget::default();
+        for seq in 0..packets {
+            budget.on_sent(t0, 7, seq, bytes);
+        }
+        budget
+    }
+
     fn description(
         webrtc: &gst::Element,
         signal: &str,
@@ -289,10 +299,7 @@ mod tests {
     #[test]
     fn requests_are_granted_up_to_the_estimate_over_the_window() {
         let t0 = Instant::now();
-        let mut budget = RetransmissionBudget::default();
-        for seq in 0..100u16 {
-            budget.on_sent(t0, 7, seq, 998);
-        }
+        let mut budget = budget_after(t0, 100, 998);
         // 160 kbit/s over 500 ms: 10 000 bytes, 10 packets of 1000 with their RTX header.
         let estimate = Some(160_000);
         for seq in 0..10 {
@@ -314,10 +321,7 @@ mod tests {
     #[test]
     fn the_budget_follows_the_estimate_it_is_given() {
         let t0 = Instant::now();
-        let mut budget = RetransmissionBudget::default();
-        for seq in 0..4u16 {
-            budget.on_sent(t0, 7, seq, 998);
-        }
+        let mut budget = budget_after(t0, 4, 998);
         assert_eq!(budget.on_request(t0, 7, 0, Some(32_000)), Verdict::Grant);
         assert_eq!(budget.on_request(t0, 7, 1, Some(32_000)), Verdict::Grant);
         assert_eq!(budget.on_request(t0, 7, 2, Some(32_000)), Verdict::Refuse);
@@ -327,10 +331,7 @@ mod tests {
     #[test]
     fn without_an_estimate_every_request_is_granted() {
         let t0 = Instant::now();
-        let mut budget = RetransmissionBudget::default();
-        for seq in 0..1000u16 {
-            budget.on_sent(t0, 7, seq, 1200);
-        }
+        let mut budget = budget_after(t0, 1000, 1200);
         for seq in 0..1000u16 {
             assert_eq!(budget.on_request(t0, 7, seq, None), Verdict::Grant);
         }
