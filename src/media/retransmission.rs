@@ -4,8 +4,8 @@
 //! A receiver NACKs every packet it misses, again and again until the packet comes or its
 //! jitter buffer gives up. When the box starts above what a narrow link carries, the link
 //! drops packets by the hundred, the answers to those NACKs overflow it in turn, and more is
-//! lost: behind a 500 kbit/s bottleneck a start at 1.5 Mbit/s sent 3–7 Mbit of
-//! retransmissions in its first two seconds, two to four times the video itself.
+//! lost: behind a 500 kbit/s bottleneck a start at 1.5 Mbit/s resent 1.8–7.4 Mbit in its
+//! first seconds, up to four times the video itself.
 //! rtpgccbwe's pacer does not hold them back (it lets anything beyond 30 ms of data out at
 //! once), and rtprtxsend has no limit of its own. libwebrtc bounds a sender's retransmissions
 //! by its send estimate over a 500 ms window (`RateLimiter`, `kRetransmitWindowSizeMs`); the
