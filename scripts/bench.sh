@@ -132,6 +132,13 @@ echo "== 1. CPU and memory, ${SECONDS_RUN} s of 1280x720@30 + Opus after ${WARMU
 # each round after the bare pipeline in turn with this one, the order rotating from round to
 # round; their ratios follow this build's.
 read -r -a ALSO <<< "${BENCH_ALSO:-}"
+# Always measured beside them: this build with congestion control off (no estimator, no pacing
+# thread: each packet leaves from its streaming thread), so each run shows how much of the
+# ratio is the box's congestion control and how much the webrtcbin path and the host beneath.
+printf '[video]\ncongestion_control = false\n' > "$WORK/no-cc.toml"
+printf '#!/bin/sh\nAIRSYNC_CONFIG=%s exec %s "$@"\n' "$WORK/no-cc.toml" "$PWD/$BIN" > "$WORK/box-without-congestion-control"
+chmod +x "$WORK/box-without-congestion-control"
+ALSO=("$WORK/box-without-congestion-control" "${ALSO[@]}")
 : > "$WORK/also"
 for round in $(seq "$ROUNDS"); do
   read -r BARE_CPU BARE_TOTAL BARE_RSS < <(measure gst-launch-1.0 -q $BARE)
@@ -159,7 +166,8 @@ echo "  CPU ratio, start-up included: median $(median_ratio 6 5)"
 for box in "${ALSO[@]}"; do
   awk -v b="$box" '$1 == b { printf "%.4f %.1f\n", $2 / $4, $3 / 1024 }' "$WORK/also" | sort -n | awk -v b="$box" '
     { r[NR] = $1; if ($2 > peak) peak = $2 }
-    END { printf "  also %s: CPU ratio median %.2fx [%.2f-%.2f], peak RSS %.1f MiB\n", b, r[int((NR + 1) / 2)], r[1], r[NR], peak }'
+    END { printf "  also %s: CPU ratio median %.2fx [%.2f-%.2f], peak RSS %.1f MiB\n", b, r[int((NR + 1) / 2)], r[1], r[NR], peak }' \
+    | sed "s|$WORK/box-without-congestion-control|this build with congestion control off|"
 done
 # Where the box's CPU goes, next to the bare pipeline's (medians over the rounds):
 # "streaming" is the description's own threads (sources, encoders, and in the box also the
