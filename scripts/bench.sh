@@ -154,8 +154,9 @@ for round in $(seq "$ROUNDS"); do
     fi
   done
   echo "$BARE_CPU $BARE_RSS $BOX_CPU $BOX_RSS $BARE_TOTAL $BOX_TOTAL" >> "$WORK/rounds"
-  awk -v r="$round" -v bc="$BARE_CPU" -v br="$BARE_RSS" -v xc="$BOX_CPU" -v xr="$BOX_RSS" -v bt="$BARE_TOTAL" -v xt="$BOX_TOTAL" 'BEGIN {
-    printf "  round %d: bare %.2f s CPU (%.2f s with start-up), peak RSS %.1f MiB; box %.2f s CPU (%.2f s), peak RSS %.1f MiB; ratio %.2fx (%.2fx)\n", r, bc, bt, br/1024, xc, xt, xr/1024, xc/bc, xt/bt }'
+  NO_CC_CPU=$(awk -v b="$WORK/box-without-congestion-control" '$1 == b { c = $2 } END { print c }' "$WORK/also")
+  awk -v r="$round" -v bc="$BARE_CPU" -v br="$BARE_RSS" -v xc="$BOX_CPU" -v xr="$BOX_RSS" -v bt="$BARE_TOTAL" -v xt="$BOX_TOTAL" -v nc="$NO_CC_CPU" 'BEGIN {
+    printf "  round %d: bare %.2f s CPU (%.2f s with start-up), peak RSS %.1f MiB; box %.2f s CPU (%.2f s), peak RSS %.1f MiB; ratio %.2fx (%.2fx); congestion control off %.2f s, %.2fx\n", r, bc, bt, br/1024, xc, xt, xr/1024, xc/bc, xt/bt, nc, nc/bc }'
 done
 median_ratio() { # numerator column, denominator column
   awk -v n="$1" -v d="$2" '{ printf "%.4f\n", $n / $d }' "$WORK/rounds" | sort -n | awk '
@@ -191,7 +192,7 @@ for i in 1 2 3 4 5; do
 done
 sleep 0.5
 grep '^FIRST_FRAME' "$WORK/peer.log" | sed 's/^/  /'
-# The first session was the CPU run above; the last five are the start-up runs.
+# The CPU rounds' sessions came first; the last five are the start-up runs.
 STARTS=$(grep '^FIRST_FRAME' "$WORK/peer.log" | tail -n 5)
 median() { sort -n | awk '{v[NR] = $1} END { if (NR) printf "%.1f", v[int((NR + 1) / 2)]; else printf "?" }'; }
 FROM_OFFER=$(echo "$STARTS" | grep -o 'from_offer_ms=[0-9.]*' | cut -d= -f2 | median)
