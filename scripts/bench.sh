@@ -3,7 +3,8 @@
 # Prints figures with their targets; asserts nothing. Usage: scripts/bench.sh [seconds]
 # (BENCH_ROUNDS, BENCH_WARMUP, BENCH_ALSO: see where each is read).
 #   1. CPU-seconds and peak RSS: the box streaming 1280x720@30 test video + Opus to a receiving
-#      peer in another process, against the bare encode pipeline (same encoders into fakesink).
+#      peer in another process, against the bare encode pipeline (same encoders into fakesink);
+#      the box with congestion control off beside it.
 #   2. Time from the offer, and from the answer, to the first decoded frame (5 sessions).
 #   3. Glass-to-glass latency (capture time stamped into the picture, read after decoding).
 #   4. The bottleneck scenarios (tests/bottleneck.rs) with their figures: a simple scene, a scene turning simple and a start above the link among them.
