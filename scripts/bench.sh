@@ -137,7 +137,7 @@ read -r -a ALSO <<< "${BENCH_ALSO:-}"
 # thread: each packet leaves from its streaming thread), so each run shows how much of the
 # ratio is the box's congestion control and how much the webrtcbin path and the host beneath.
 printf '[video]\ncongestion_control = false\n' > "$WORK/no-cc.toml"
-printf '#!/bin/sh\nAIRSYNC_CONFIG=%s exec %s "$@"\n' "$WORK/no-cc.toml" "$PWD/$BIN" > "$WORK/box-without-congestion-control"
+printf '#!/bin/sh\nAIRSYNC_CONFIG="%s" exec "%s" "$@"\n' "$WORK/no-cc.toml" "$PWD/$BIN" > "$WORK/box-without-congestion-control"
 chmod +x "$WORK/box-without-congestion-control"
 ALSO=("$WORK/box-without-congestion-control" "${ALSO[@]}")
 : > "$WORK/also"
