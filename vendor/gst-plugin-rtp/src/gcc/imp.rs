@@ -94,6 +94,15 @@ const LOSS_INCREASE_FACTOR: f64 = 1.05;
 // Minimal duration between 2 updates on the lost based rate controller
 const DELAY_UPDATE_INTERVAL: Duration = Duration::milliseconds(100);
 
+// airsync-streamer: how long after the link last pushed back (a decrease on
+// delay or on loss) the pacer keeps to the estimate strictly. A fast link
+// never pushes back, so its key frames leave at once.
+const PUSHBACK_PACING_TIME: Duration = Duration::seconds(30);
+// airsync-streamer: while pacing strictly, the bucket drains at this multiple
+// of the estimate and holds up to 300 ms of it before it leaks.
+const PUSHBACK_PACING_FACTOR: f64 = 1.5;
+const PUSHBACK_MAX_QUEUE_MS: f64 = 300.;
+
 const ROUND_TRIP_TIME_WINDOW_SIZE: usize = 100;
 
 const fn ts2dur(t: gst::ClockTime) -> Duration {
@@ -731,6 +740,9 @@ struct State {
     last_increase_on_loss: Instant,
     last_decrease_on_loss: Instant,
 
+    /// airsync-streamer: when the link last made the estimate decrease.
+    last_pushback: Option<Instant>,
+
     /// Exponential moving average, updated when bitrate is
     /// decreased
     ema: ExponentialMovingAverage,
@@ -762,6 +774,7 @@ impl Default for State {
             target_bitrate_on_loss: DEFAULT_ESTIMATED_BITRATE,
             last_increase_on_loss: Instant::now(),
             last_decrease_on_loss: Instant::now(),
+            last_pushback: None, // airsync-streamer
             ema: Default::default(),
             last_increase_on_delay: None,
             last_decrease_on_delay: Instant::now(),
@@ -785,11 +798,20 @@ impl State {
     fn create_buffer_list(&mut self, bwe: &super::BandwidthEstimator) -> BufferList {
         let now = Instant::now();
         let elapsed = Duration::try_from(now - self.last_push).unwrap();
+        // airsync-streamer: behind a link that pushed back, a key frame sent at
+        // the estimate's pace with a 30 ms leak overflows a router queue; paced
+        // at 1.5x with a 300 ms leak and no saved-up credit, it does not.
+        let strict = self
+            .last_pushback
+            .is_some_and(|t| now - t < PUSHBACK_PACING_TIME);
+        let (pace_factor, max_queue_ms) = if strict {
+            (PUSHBACK_PACING_FACTOR, PUSHBACK_MAX_QUEUE_MS)
+        } else {
+            (1., 30.)
+        };
+        let pace_bitrate = (self.estimated_bitrate as f64 * pace_factor) as i64;
         let mut budget = (elapsed.whole_nanoseconds() as i64)
-            .mul_div_round(
-                self.estimated_bitrate as i64,
-                gst::ClockTime::SECOND.nseconds() as i64,
-            )
+            .mul_div_round(pace_bitrate, gst::ClockTime::SECOND.nseconds() as i64)
             .unwrap()
             + self.budget_offset;
         let total_budget = budget;
@@ -799,8 +821,8 @@ impl State {
         let mut list_size = 0;
         let mut list = BufferList::new();
 
-        // Leak the bucket so it can hold at most 30ms of data
-        let maximum_remaining_bits = 30. * self.estimated_bitrate as f64 / 1000.;
+        // Leak the bucket so it can hold at most max_queue_ms of data
+        let maximum_remaining_bits = max_queue_ms * pace_bitrate as f64 / 1000.;
         let mut leaked = false;
         while (budget > 0 || remaining > maximum_remaining_bits) && !self.buffers.is_empty() {
             let buf = self.buffers.pop_back().unwrap();
@@ -827,7 +849,12 @@ impl State {
         );
 
         self.last_push = now;
-        self.budget_offset = if !leaked { budget } else { 0 };
+        // airsync-streamer: no saved-up credit while pacing strictly.
+        self.budget_offset = match (leaked, strict) {
+            (true, _) => 0,
+            (false, true) => budget.min(0),
+            (false, false) => budget,
+        };
 
         list
     }
@@ -1007,6 +1034,7 @@ impl State {
             self.last_control_op =
                 BandwidthEstimationOp::Decrease(format!("High loss detected ({loss_ratio:2}"));
             self.last_decrease_on_loss = now;
+            self.last_pushback = Some(now); // airsync-streamer
 
             self.set_bitrate(
                 bwe,
@@ -1051,6 +1079,7 @@ impl State {
                     ));
                     self.ema.update(effective_bitrate);
                     self.last_decrease_on_delay = now;
+                    self.last_pushback = Some(now); // airsync-streamer
 
                     return self.set_bitrate(bwe, target as Bitrate, ControllerType::Delay);
                 }
