@@ -192,7 +192,11 @@ fn bound_by_estimate(rtx: &gst::Element, estimate: SendEstimate, tx: EventSender
                                 *refusing = true;
                             }
                             let _ = tx.send(MediaEvent::RetransmissionRefused);
-                            return gst::PadProbeReturn::Drop;
+                            // Handled, not Drop: GStreamer 1.22 unrefs a dropped event
+                            // after the bindings have already taken it, a NULL unref that
+                            // logs a CRITICAL per refusal (fixed in 1.24.8, gstreamer!7506).
+                            // Handled lets the bindings free the event and core skip it.
+                            return gst::PadProbeReturn::Handled;
                         }
                         Verdict::Grant if *refusing => {
                             debug!("retransmissions under the send estimate again");

@@ -2,6 +2,7 @@
 //! protocol, with a real receiving webrtcbin (the answerer) behind each connection.
 #![allow(dead_code)]
 
+pub mod criticals;
 pub mod fake_camera;
 pub mod fault_server;
 pub mod process;
