@@ -5,6 +5,7 @@
 pub mod criticals;
 pub mod fake_camera;
 pub mod fault_server;
+pub mod impaired;
 pub mod process;
 pub mod pulse;
 pub mod relay;
