@@ -7,8 +7,8 @@ mod common;
 
 use std::time::Duration;
 
-use airsync_streamer::config::VideoConfig;
-use airsync_streamer::media::{congestion, retransmission};
+use airsync_streamer::config::{AudioConfig, VideoConfig};
+use airsync_streamer::media::{congestion, pipeline, retransmission};
 use airsync_streamer::metrics::Counters;
 use tokio::time::Instant;
 
@@ -61,7 +61,10 @@ async fn retransmissions_stay_within_the_estimate_when_the_start_overflows_the_l
         }
         peak = peak.max(sum);
     }
-    let start_bps = congestion::estimate_for(VideoConfig::default().start_bitrate, TEST_AUDIO_BPS);
+    // The start estimate as the box computes it, from the Opus bitrate the description sets.
+    let description = pipeline::load(&repo_path("pipelines/test.pipeline")).unwrap();
+    let audio_bps = congestion::audio_bitrate(&description, &AudioConfig::default());
+    let start_bps = congestion::estimate_for(VideoConfig::default().start_bitrate, audio_bps);
     let window_allowance = u64::from(start_bps) * retransmission::WINDOW.as_millis() as u64 / 1000;
     // The pacer may hold a window's retransmissions back into the next one; once the link has
     // pushed back it drains at 1.5x the estimate (vendor/README.md), and the estimate only falls

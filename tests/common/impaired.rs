@@ -18,8 +18,6 @@ pub const LIMIT_BPS: u64 = 500_000;
 pub const OPUS_PT: u8 = 111;
 /// The test pipeline's H.264 payload type: RTP of any other type than these two is RTX.
 pub const VIDEO_PT: u8 = 106;
-/// The test pipeline's Opus bitrate, bit/s.
-pub const TEST_AUDIO_BPS: u32 = 64_000;
 /// The test description's video source.
 pub const TEST_SOURCE_LIVE: &str = "videotestsrc is-live=true";
 pub const TEST_SOURCE: &str = "videotestsrc is-live=true pattern=ball";
