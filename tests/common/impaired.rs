@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use super::relay::{Impairment, Relay};
 use super::*;
 
+/// The bottleneck's rate, bit/s: what Chrome is measured against in the issue.
 pub const LIMIT_BPS: u64 = 500_000;
 /// The test pipeline's Opus payload type: "sent video" is everything else (video, its
 /// retransmissions, RTCP).
