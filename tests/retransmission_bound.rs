@@ -1,7 +1,6 @@
-//! The box starts above what a bottleneck carries, so the receiver asks for hundreds of
-//! retransmissions: they must stay within the send estimate, and refusing them must not upset
-//! GStreamer. This test has a binary of its own because it counts GStreamer's CRITICAL
-//! warnings, which GLib counts per process: beside another test they could be that test's.
+//! Retransmissions when the start bitrate overflows a bottleneck. A binary of its own because
+//! the test counts GStreamer's CRITICAL warnings, which GLib counts per process: beside another
+//! test they could be that test's.
 
 mod common;
 
@@ -19,7 +18,8 @@ use common::*;
 /// The box starts above what the link carries, so the link drops hundreds of packets and the
 /// receiver NACKs them all: the retransmissions must stay within the send estimate over each
 /// window (the estimate only falls from its start value here), where answering every request
-/// sent several times the video itself and kept the link overflowing.
+/// sent several times the video itself and kept the link overflowing; and refusing them must
+/// not upset GStreamer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retransmissions_stay_within_the_estimate_when_the_start_overflows_the_link() {
     let criticals = criticals::gstreamer_criticals();
