@@ -25,7 +25,7 @@ use std::{
     fmt,
     fmt::Debug,
     mem,
-    sync::Mutex,
+    sync::{Condvar, Mutex, MutexGuard},
     time::Instant,
 };
 use time::Duration;
@@ -764,6 +764,13 @@ struct State {
 
     flow_return: Result<gst::FlowSuccess, gst::FlowError>,
     last_push: Instant,
+
+    /// airsync-streamer: a thread (the pacing task or a streaming thread) is
+    /// pushing what it took from `buffers`. Only that thread sends until it is
+    /// done, so no buffer overtakes another.
+    pushing: bool,
+    /// airsync-streamer: the pacing task sleeps while nothing waits for budget.
+    pacer_idle: bool,
 }
 
 impl Default for State {
@@ -789,6 +796,8 @@ impl Default for State {
             clock_entry: None,
             last_push: Instant::now(),
             budget_offset: 0,
+            pushing: false,    // airsync-streamer
+            pacer_idle: false, // airsync-streamer
         }
     }
 }
@@ -814,6 +823,17 @@ impl State {
             .mul_div_round(pace_bitrate, gst::ClockTime::SECOND.nseconds() as i64)
             .unwrap()
             + self.budget_offset;
+        // airsync-streamer: the pacing task no longer wakes while the queue is
+        // empty, so the time since the last push can be long. While pacing
+        // strictly, that time pays off the debt in full but leaves at most two
+        // wake-ups' worth of credit, as the task waking every BURST_TIME and
+        // dropping its unspent credit each time would have.
+        if strict {
+            let most = (2 * BURST_TIME.whole_nanoseconds() as i64)
+                .mul_div_round(pace_bitrate, gst::ClockTime::SECOND.nseconds() as i64)
+                .unwrap();
+            budget = budget.min(most);
+        }
         let total_budget = budget;
         let mut remaining = self.buffers.iter().map(|b| b.size() as f64).sum::<f64>() * 8.;
         let total_size = remaining;
@@ -1101,6 +1121,8 @@ impl State {
 
 pub struct BandwidthEstimator {
     state: Mutex<State>,
+    /// airsync-streamer: wakes the idle pacing task when a buffer waits for budget.
+    pacer_wake: Condvar,
 
     srcpad: gst::Pad,
     sinkpad: gst::Pad,
@@ -1116,9 +1138,40 @@ impl BandwidthEstimator {
             }
         }
 
-        self.state.lock().unwrap().flow_return = res;
-
         res
+    }
+
+    /// airsync-streamer: sends what the budget allows from the calling thread,
+    /// until the queue is empty or the budget spent. Upstream queued every
+    /// buffer for the pacing task, which woke every BURST_TIME to send them:
+    /// two hundred wake-ups a second and a thread hop per packet, most of them
+    /// for nothing on a link with room. The budget is the same bucket, so what
+    /// leaves, and when it is held, do not change; only the wait for the next
+    /// wake-up goes. When another thread is sending, it sends this buffer too.
+    fn drain<'a>(
+        &'a self,
+        bwe: &super::BandwidthEstimator,
+        mut state: MutexGuard<'a, State>,
+    ) -> MutexGuard<'a, State> {
+        if state.pushing {
+            return state;
+        }
+        while state.flow_return.is_ok() {
+            let list = state.create_buffer_list(bwe);
+            if list.is_empty() {
+                break;
+            }
+            state.pushing = true;
+            drop(state);
+            let res = self.push_list(list);
+            state = self.state.lock().unwrap();
+            state.pushing = false;
+            // A deactivation while pushing has set Flushing: keep it.
+            if state.flow_return.is_ok() {
+                state.flow_return = res;
+            }
+        }
+        state
     }
 
     fn start_task(&self, bwe: &super::BandwidthEstimator) -> Result<(), glib::BoolError> {
@@ -1161,23 +1214,26 @@ impl BandwidthEstimator {
                     }
                 }
             }
-            let list = {
-                let mut state = lock_state();
-                clock
-                    .single_shot_id_reinit(&clock_entry, clock.time() + dur2ts(BURST_TIME))
-                    .unwrap();
-                state.clock_entry = Some(clock_entry);
-                state.create_buffer_list(&bwe)
-            };
-
-            if !list.is_empty()
-                && let Err(err) = bwe.imp().push_list(list)
-            {
+            let imp = bwe.imp();
+            let mut state = imp.drain(&bwe, lock_state());
+            // airsync-streamer: nothing waits for budget: sleep until something
+            // does (`chain`) or the pad deactivates, not until the next BURST_TIME.
+            while state.buffers.is_empty() && state.flow_return.is_ok() {
+                state.pacer_idle = true;
+                state = imp.pacer_wake.wait(state).unwrap();
+            }
+            state.pacer_idle = false;
+            if let Err(err) = state.flow_return {
+                drop(state);
                 if err != gst::FlowError::Flushing {
                     gst::error!(CAT, obj = bwe, "pause task, reason: {err:?}");
                 }
-                pause()
+                return pause();
             }
+            clock
+                .single_shot_id_reinit(&clock_entry, clock.time() + dur2ts(BURST_TIME))
+                .unwrap();
+            state.clock_entry = Some(clock_entry);
         })?;
 
         Ok(())
@@ -1198,6 +1254,8 @@ impl BandwidthEstimator {
                 let mut state = self.state.lock().unwrap();
                 state.flow_return = Err(gst::FlowError::Flushing);
                 drop(state);
+                // airsync-streamer: an idle pacing task must see it to end.
+                self.pacer_wake.notify_all();
 
                 self.srcpad.stop_task()?;
             }
@@ -1228,6 +1286,12 @@ impl ObjectSubclass for BandwidthEstimator {
                     |this| {
                         let mut state = this.state.lock().unwrap();
                         state.buffers.push_front(buffer);
+                        // airsync-streamer: sent from here when the budget allows;
+                        // what must wait wakes the pacing task.
+                        let state = this.drain(&this.obj(), state);
+                        if !state.buffers.is_empty() && state.pacer_idle {
+                            this.pacer_wake.notify_one();
+                        }
 
                         state.flow_return
                     },
@@ -1315,6 +1379,7 @@ impl ObjectSubclass for BandwidthEstimator {
 
         Self {
             state: Default::default(),
+            pacer_wake: Condvar::new(),
             srcpad,
             sinkpad,
         }
