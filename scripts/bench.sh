@@ -173,8 +173,9 @@ for box in "${ALSO[@]}"; do
 done
 # Where the box's CPU goes, next to the bare pipeline's (medians over the rounds):
 # "streaming" is the description's own threads (sources, encoders, and in the box also the
-# payloaders, webrtcbin's input elements and rtpbin up to the pacer); "pacing" is rtpgccbwe's
-# thread (RTP session, SRTP, sending); "receive" is the peer's RTCP and TWCC feedback.
+# payloaders, webrtcbin's elements, and the sending of what the pacer's budget allows at once:
+# RTP session, SRTP, sendmsg); "pacing" is rtpgccbwe's thread, which sends only what had to wait
+# for budget; "receive" is the peer's RTCP and TWCC feedback.
 col_median() { # file column: the median of that column
   cut -d' ' -f"$2" "$1" | sort -n | awk '{ v[NR] = $1 } END { printf "%.2f", v[int((NR + 1) / 2)] }'
 }
