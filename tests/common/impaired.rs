@@ -73,7 +73,26 @@ impl Streaming {
         // The first key frames may not fit the bottleneck's queue until the estimate comes
         // down, so the first picture can take a while on a loaded machine.
         let flowing = wait_for(Duration::from_secs(60), || received.video_frames() > 0).await;
-        assert!(flowing, "no video through the relay");
+        if !flowing {
+            // Says which step failed: the box's sessions, what crossed the relay, its last error.
+            let c = &streamer.status.counters;
+            let stats = relay.stats();
+            panic!(
+                "no video through the relay: box sessions started {}, failed {}, offers {}, \
+                 answers {}; relay packets in {}, out {}, back {}, dropped at the queue {}; \
+                 audio buffers at the receiver {}; box's last error: {:?}",
+                Counters::get(&c.sessions_started),
+                Counters::get(&c.sessions_failed),
+                Counters::get(&c.offers_sent),
+                Counters::get(&c.answers_applied),
+                stats.packets_in,
+                stats.packets_out,
+                stats.packets_back,
+                stats.dropped_queue,
+                received.audio_buffers(),
+                streamer.status.last_error.lock().unwrap(),
+            );
+        }
         Streaming {
             relay,
             received,
