@@ -109,6 +109,8 @@ impl Streaming {
         let mut last_count = self.received.video_frames();
         let mut last_change = Instant::now();
         let mut longest = Duration::ZERO;
+        let mut longest_began = Duration::ZERO;
+        let began = Instant::now();
         let mut loss_percent = 0;
         let mut tick = tokio::time::interval(Duration::from_millis(20));
         while Instant::now() < end {
@@ -119,11 +121,15 @@ impl Streaming {
                 last_count = count;
                 last_change = now;
             }
-            longest = longest.max(now - last_change);
+            if now - last_change > longest {
+                longest = now - last_change;
+                longest_began = last_change - began;
+            }
             loss_percent = loss_percent.max(Counters::get(
                 &self.streamer.status.counters.audio_expected_loss_percent,
             ));
         }
+        println!("  longest freeze {longest:?}, from {longest_began:?} into the watch");
         (longest, loss_percent)
     }
 
