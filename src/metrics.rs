@@ -47,11 +47,18 @@ pub struct Counters {
     /// Retransmission requests refused because resending would have gone over the send
     /// estimate (see `media/retransmission.rs`).
     pub retransmissions_refused: AtomicU64,
+    /// Media buffers (RTP packets) dropped at webrtcbin's input before the peer first
+    /// connected, in this process's life (see `media/gate.rs`).
+    pub buffers_dropped_before_connected: AtomicU64,
 }
 
 impl Counters {
     pub fn bump(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
     }
 
     pub fn set(gauge: &AtomicU64, value: u64) {

@@ -165,6 +165,49 @@ async fn keeps_decoding_at_five_percent_loss() {
     );
 }
 
+/// A handshake slowed by lost DTLS (1 s, then 2 s more) must not end in a burst of what was
+/// captured meanwhile: webrtcbin blocks its input until DTLS is up, and the test sources then
+/// make up for the blocked time at once, which overflowed the pacer and froze the picture
+/// for 1.3-1.6 s. The box drops media until the peer connects, so the receiver decodes no
+/// more frames than the camera takes from then on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_handshake_sends_no_stale_picture() {
+    let s = Streaming::start(
+        Impairment {
+            handshake_loss: Duration::from_millis(2500),
+            ..Default::default()
+        },
+        "snow",
+    )
+    .await;
+    let before = s.received.video_frames();
+    let watched = Duration::from_secs(10);
+    let (freeze, _) = s.watch(watched).await;
+    let decoded = s.received.video_frames() - before;
+    let stats = s.relay.stats();
+    let held_back = Counters::get(&s.streamer.status.counters.buffers_dropped_before_connected);
+    println!(
+        "handshake slowed by {} lost DTLS packets from the box:",
+        stats.lost_handshake
+    );
+    println!(
+        "  buffers dropped before the peer connected {held_back}; frames decoded in {watched:?}: {decoded}, longest freeze {freeze:?}"
+    );
+    s.stop().await;
+    assert!(stats.lost_handshake > 0, "the relay lost no DTLS packet");
+    // 30 fps: 300 frames in 10 s, and a second's grace for the receiver's jitter buffer.
+    assert!(
+        decoded <= 330,
+        "{decoded} frames decoded in {watched:?} at 30 fps: stale frames came in a burst"
+    );
+    assert!(
+        decoded >= 150,
+        "only {decoded} frames decoded in {watched:?}"
+    );
+    assert!(freeze <= Duration::from_secs(1), "froze for {freeze:?}");
+    assert!(held_back > 0, "the box dropped nothing while not connected");
+}
+
 /// A simple scene (the test description's moving ball) encodes at full size in a fraction of
 /// the link: the estimate of a sender that sends that little sinks with what it sends, but
 /// the picture must not shrink for it (it did before the encoder's quantiser was read).

@@ -5,6 +5,7 @@ pub mod candidate;
 pub mod congestion;
 pub mod devices;
 pub mod dtls;
+pub mod gate;
 pub mod ice;
 pub mod liveness;
 pub mod pipeline;

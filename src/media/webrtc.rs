@@ -44,6 +44,8 @@ pub enum MediaEvent {
     /// The video encoder put out a key frame after a key frame was asked of it (a PLI/FIR
     /// from the peer, or the box's own request when the peer connects).
     KeyFrameAnswered(super::recovery::KeyFrameAnswer),
+    /// Buffers dropped at webrtcbin's input before the peer first connected (see `gate.rs`).
+    HeldBack(u64),
     /// A retransmission request refused: resending would have gone over the send estimate
     /// (see `retransmission.rs`).
     RetransmissionRefused,

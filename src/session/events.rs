@@ -128,6 +128,16 @@ impl Session<'_> {
             MediaEvent::RetransmissionRefused => {
                 Counters::bump(&self.status.counters.retransmissions_refused);
             }
+            MediaEvent::HeldBack(buffers) => {
+                debug!(
+                    buffers,
+                    "media captured before the peer connected was dropped"
+                );
+                Counters::add(
+                    &self.status.counters.buffers_dropped_before_connected,
+                    buffers,
+                );
+            }
         }
         Ok(())
     }

@@ -29,6 +29,9 @@ pub struct Impairment {
     pub rate_bps: Option<u64>,
     /// Queue in front of the link, in bytes; packets that do not fit are dropped.
     pub queue_bytes: usize,
+    /// DTLS from the box is lost for this long after its first DTLS packet: a handshake
+    /// slowed by loss (retransmitted after 1 s, 2 s, 4 s...).
+    pub handshake_loss: Duration,
 }
 
 impl Impairment {
@@ -49,6 +52,8 @@ pub struct RelayStats {
     pub bytes_in: u64,
     pub packets_out: u64,
     pub lost_random: u64,
+    /// DTLS packets from the box lost to `Impairment::handshake_loss`.
+    pub lost_handshake: u64,
     pub dropped_queue: u64,
     /// When each of those was dropped.
     pub queue_drops: Vec<Instant>,
@@ -157,6 +162,7 @@ async fn run(
         }
     });
     let mut box_addr: Option<SocketAddr> = None;
+    let mut first_dtls: Option<Instant> = None;
     // Departure times and sizes of the packets still on the link's queue.
     let mut queue: VecDeque<(Instant, usize)> = VecDeque::new();
     let mut link_free_at = Instant::now();
@@ -185,6 +191,13 @@ async fn run(
         st.arrivals.push((now, n as u32, pt));
         if let Some(pt) = pt {
             *st.packets_by_pt.entry(pt).or_default() += 1;
+        }
+        if is_dtls(&buf[..n]) {
+            let first = *first_dtls.get_or_insert(now);
+            if now - first < imp.handshake_loss {
+                st.lost_handshake += 1;
+                continue;
+            }
         }
         if imp.loss > 0.0 && rand::thread_rng().gen::<f64>() < imp.loss {
             st.lost_random += 1;
@@ -240,6 +253,11 @@ pub fn rewrite_host_candidate(candidate: &str, addr: SocketAddr) -> Option<(Stri
     fields[4] = addr.ip().to_string();
     fields[5] = addr.port().to_string();
     Some((fields.join(" "), original))
+}
+
+/// DTLS records start with a content type in 20..=63 (RFC 7983's demultiplexing).
+fn is_dtls(packet: &[u8]) -> bool {
+    packet.first().is_some_and(|b| (20..=63).contains(b))
 }
 
 /// The payload type of an RTP packet; `None` for RTCP, STUN, DTLS.
