@@ -15,14 +15,18 @@ use tracing::debug;
 use super::webrtc::{EventSender, MediaEvent};
 use crate::config::{AudioConfig, VideoConfig};
 
-/// Asks the video encoder for a key frame at once, as a PLI would. Called when the peer
-/// connection comes up: the encoder has been running since PLAYING, and without this the
-/// receiver's first decodable frame waits for the next periodic IDR (up to `key-int-max`).
-pub fn request_key_frame(pipeline: &gst::Pipeline, video: &VideoConfig) -> bool {
-    let Some(src) = pipeline
-        .by_name(&video.encoder)
-        .and_then(|e| e.static_pad("src"))
-    else {
+/// The video encoder named in `video`, if the pipeline has one.
+pub fn video_encoder(pipeline: &gst::Pipeline, video: &VideoConfig) -> Option<gst::Element> {
+    pipeline.by_name(&video.encoder)
+}
+
+/// Asks `encoder` for a key frame at once, as a PLI would (an upstream force-key-unit event
+/// on its source pad, which GstVideoEncoder only queues for its next frame, so this never
+/// waits). Called when the peer connection comes up (`gate.rs`): nothing sent before reached
+/// the peer, and without this its first decodable frame would wait for the next periodic IDR
+/// (up to `key-int-max`).
+pub fn request_key_frame(encoder: &gst::Element) -> bool {
+    let Some(src) = encoder.static_pad("src") else {
         return false;
     };
     src.send_event(

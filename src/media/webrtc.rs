@@ -44,8 +44,12 @@ pub enum MediaEvent {
     /// The video encoder put out a key frame after a key frame was asked of it (a PLI/FIR
     /// from the peer, or the box's own request when the peer connects).
     KeyFrameAnswered(super::recovery::KeyFrameAnswer),
-    /// Buffers dropped at webrtcbin's input before the peer first connected (see `gate.rs`).
-    HeldBack(u64),
+    /// The peer first connected: the buffers dropped at webrtcbin's input until then, and
+    /// whether the video encoder took the request for a first key frame (see `gate.rs`).
+    HeldBack {
+        buffers: u64,
+        key_frame_requested: bool,
+    },
     /// A retransmission request refused: resending would have gone over the send estimate
     /// (see `retransmission.rs`).
     RetransmissionRefused,

@@ -7,7 +7,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::{Phase, Session, SessionError};
-use crate::media::{self, candidate, recovery, sdp, MediaError, MediaEvent};
+use crate::media::{self, candidate, sdp, MediaError, MediaEvent};
 use crate::metrics::Counters;
 use crate::protocol::{self, Signal};
 
@@ -55,9 +55,6 @@ impl Session<'_> {
                                     gst::DebugGraphDetails::all(),
                                     "airsync-connected",
                                 );
-                                let sent =
-                                    recovery::request_key_frame(guard.pipeline(), &self.cfg.video);
-                                debug!(sent, "key frame requested for the new peer");
                             }
                             Counters::bump(&self.status.counters.sessions_streamed);
                             self.status.set_phase(Phase::Streaming {
@@ -128,10 +125,14 @@ impl Session<'_> {
             MediaEvent::RetransmissionRefused => {
                 Counters::bump(&self.status.counters.retransmissions_refused);
             }
-            MediaEvent::HeldBack(buffers) => {
+            MediaEvent::HeldBack {
+                buffers,
+                key_frame_requested,
+            } => {
                 debug!(
                     buffers,
-                    "media captured before the peer connected was dropped"
+                    key_frame_requested,
+                    "peer connected: the media captured before was dropped, a key frame asked for"
                 );
                 Counters::add(
                     &self.status.counters.buffers_dropped_before_connected,

@@ -165,7 +165,8 @@ pub fn build_media(
     let webrtc = WebRtc::new(bin);
     webrtc.configure_ice(&cfg.ice)?;
     webrtc.configure_sender()?;
-    media::gate::drop_until_connected(webrtc.element(), tx);
+    let encoder = media::recovery::video_encoder(guard.pipeline(), &cfg.video);
+    media::gate::drop_until_connected(webrtc.element(), encoder.as_ref(), tx);
     webrtc.connect_signals(tx);
     if cfg.video.congestion_control {
         let audio_bps = congestion::audio_bitrate(guard.pipeline(), &cfg.audio);
