@@ -7,7 +7,7 @@
 #      the box with congestion control off beside it.
 #   2. Time from the offer, and from the answer, to the first decoded frame (5 sessions).
 #   3. Glass-to-glass latency (capture time stamped into the picture, read after decoding).
-#   4. The bottleneck scenarios (tests/bottleneck.rs, tests/retransmission_bound.rs) with their figures: a simple scene, a scene turning simple and a start above the link among them.
+#   4. The bottleneck scenarios (tests/bottleneck.rs, tests/retransmission_bound.rs) with their figures: a simple scene, a scene turning simple, a start above the link and a handshake slowed by lost DTLS among them.
 #   5. Key frame on request: PLI at the box's encoder -> key frame out (tests/recovery.rs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -211,7 +211,7 @@ target/release/examples/glass "$WORK/bench720.pipeline" 10 2>/dev/null | { grep 
 
 echo "== 4. bottleneck scenarios (tests/bottleneck.rs, tests/retransmission_bound.rs)"
 cargo test --release --quiet --test bottleneck --test retransmission_bound -- --test-threads=1 --nocapture 2>&1 \
-  | grep -E '^(bottleneck|simple scene|scene turning simple|start above|5 %|  |test result)' || true
+  | grep -E '^(bottleneck|simple scene|scene turning simple|start above|handshake|5 %|  |test result)' || true
 
 echo "== 5. key frame on request (tests/recovery.rs, 640x480@30, no periodic key frames)"
 cargo test --release --quiet --test recovery -- --nocapture 2>&1 \

@@ -6,7 +6,7 @@
 //! DTLS packet (1 s, then 2 s more) sends seconds of stale video at once: the pacer's queue
 //! overflows, the picture freezes until the next key frame (1.5 s seen at 5 % loss). libwebrtc
 //! does the same as this gate: nothing is encoded for a transport that is not writable, and
-//! the first frame after it is a key frame (the session asks for one when the peer connects).
+//! the first frame after it is a key frame (the gate asks for one when the peer connects).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
