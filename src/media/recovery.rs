@@ -63,10 +63,7 @@ pub fn time_key_frame_answers(
     video: &VideoConfig,
     tx: &EventSender,
 ) -> bool {
-    let Some(src) = pipeline
-        .by_name(&video.encoder)
-        .and_then(|e| e.static_pad("src"))
-    else {
+    let Some(src) = video_encoder(pipeline, video).and_then(|e| e.static_pad("src")) else {
         return false;
     };
     let pending: Mutex<Option<Pending>> = Default::default();
